@@ -1,0 +1,154 @@
+"""create_app(settings): builds the aiohttp application, its shared state and its background jobs.
+
+No globals: everything hangs on AppKeys; long-lived things (database engine, HTTP client, workers)
+start and stop in cleanup_ctx, so tests can run several apps in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC
+from typing import Literal
+
+from aiohttp import web
+
+from .config import Settings
+from .keys import KeyPair, ensure_admin_token, ensure_keypair
+from .metrics import Metrics
+from .resolver import GuardedClient, Resolver, Signer
+from .store import Store
+from .vocab import Site
+
+log = logging.getLogger(__name__)
+Role = Literal["all", "web", "worker"]
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+KEYS = web.AppKey("keys", KeyPair)
+SITE = web.AppKey("site", Site)
+CLIENT = web.AppKey("client", GuardedClient)
+RESOLVER = web.AppKey("resolver", Resolver)
+METRICS = web.AppKey("metrics", Metrics)
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+ROLE = web.AppKey("role", str)
+WORKER_ID = web.AppKey("worker_id", str)
+# Background jobs started for the worker role: (name, coroutine factory taking the app).
+JOBS = web.AppKey("jobs", list)
+
+JobFactory = Callable[[web.Application], Awaitable[None]]
+
+
+def make_site(settings: Settings, keys: KeyPair) -> Site:
+    from datetime import datetime
+
+    pem_file = settings.keys_path / "private.pem"
+    try:
+        created = datetime.fromtimestamp(pem_file.stat().st_mtime, UTC).replace(microsecond=0)
+    except OSError:
+        created = datetime(2024, 1, 1, tzinfo=UTC)
+    return Site(
+        base_url=settings.base,
+        domain=settings.handle_domain,
+        username=settings.username,
+        name=settings.name,
+        summary=settings.summary,
+        blog_url=settings.blog,
+        public_key_pem=keys.public_pem,
+        published=created,
+        icon_url=settings.icon_url or None,
+        header_url=settings.header_url or None,
+        object_type=settings.object_type,  # type: ignore[arg-type]
+        content_mode=settings.content_mode,  # type: ignore[arg-type]
+        manually_approves_followers=settings.manually_approves_followers,
+        discoverable=settings.discoverable,
+        indexable=settings.indexable,
+        tag_url_template=settings.tag_url_template,
+        language=settings.language or None,
+    )
+
+
+def create_app(settings: Settings, role: Role = "all") -> web.Application:
+    """Build the app. `role` decides whether HTTP routes, background jobs, or both are active."""
+    from .web.middleware import error_middleware
+    from .web.routes import setup_routes
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_inbox_bytes)
+    keys, _ = ensure_keypair(settings.keys_path)
+    token = settings.admin_token or ensure_admin_token(settings.keys_path)[0]
+    app[SETTINGS] = settings
+    app[KEYS] = keys
+    app[SITE] = make_site(settings, keys)
+    app[ADMIN_TOKEN] = token
+    app[ROLE] = role
+    app[METRICS] = Metrics()
+    app[WORKER_ID] = f"{socket.gethostname()}:{os.getpid()}:{id(app):x}"
+    app[JOBS] = []
+    app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_http_client)
+    if role in ("all", "web"):
+        setup_routes(app)
+    if role in ("all", "worker"):
+        _register_jobs(app)
+        app.cleanup_ctx.append(_background_jobs)
+    return app
+
+
+def _register_jobs(app: web.Application) -> None:
+    """Each job module exposes `run(app)`; imported lazily so the web role needs none of them."""
+    import importlib
+
+    for module in ("fedibridge.delivery", "fedibridge.inbox_worker", "fedibridge.feedsource"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        app[JOBS].append((module.rsplit(".", 1)[1], mod.run))
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    store = await Store.open(app[SETTINGS].database_url)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = GuardedClient(
+        user_agent=settings.agent,
+        signer=Signer(app[KEYS].private_key, app[SITE].key_id, settings.signature_scheme),  # type: ignore[arg-type]
+        allow_private=settings.allow_private_addresses,
+        timeout=settings.fetch_timeout,
+    )
+    await client.start()
+    app[CLIENT] = client
+    app[RESOLVER] = Resolver(client)
+    yield
+    await client.close()
+
+
+async def _background_jobs(app: web.Application) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(_supervise(app, name, job), name=name) for name, job in app[JOBS]]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _supervise(app: web.Application, name: str, job: JobFactory) -> None:
+    """Restart a crashed job after a pause: one bug must not silently stop deliveries for good."""
+    while True:
+        try:
+            await job(app)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s crashed; restarting in 5 s", name)
+            await asyncio.sleep(5)

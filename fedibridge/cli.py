@@ -1,0 +1,241 @@
+"""The `fedibridge` console script: init, serve, doctor; feature commands come from cli_*.py modules.
+
+Every expected failure is a FedibridgeError printed as one line with exit status 2 — no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__, config
+from .errors import ConfigError, FedibridgeError
+from .keys import ensure_admin_token, ensure_keypair
+
+# Modules adding subcommands with `add_commands(subparsers) -> None`; each sets `func` on its parser.
+COMMAND_MODULES = ("fedibridge.cli_articles", "fedibridge.cli_admin")
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    return config.load(getattr(args, "config", None))
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- init
+TEMPLATE = """\
+# fedibridge configuration. Every setting can be overridden by an environment variable
+# FEDIBRIDGE_<NAME IN UPPER CASE>, e.g. FEDIBRIDGE_DATABASE_URL. Lines starting with # show defaults.
+
+# Public URL where fedibridge itself is reachable (behind your reverse proxy).
+base_url = {base_url}
+# Host part of the handle (@{username}@{domain_shown}). Set it to the blog's domain and forward
+# /.well-known/webfinger, /.well-known/host-meta and /.well-known/nodeinfo from it (see README).
+{domain_line}
+username = {username}
+name = {name}
+# summary = "Articles de mon blog, sur le fediverse."
+# The blog's home page (the actor's profile links there; browsers are redirected there).
+{blog_line}
+# language = "fr"
+# icon_url = "https://blog.example.org/avatar.png"
+# header_url = "https://blog.example.org/header.jpg"
+
+# Storage: SQLite by default; postgresql://user:pass@host/db to scale out.
+database_url = {database_url}
+# keys_dir = "keys"
+# admin_token = ""          # empty: generated into keys/admin-token on first start
+# host = "127.0.0.1"
+# port = 8080
+
+# Publishing
+# object_type = "Note"      # Note (shown in full by Mastodon) or Article (long-form, FEP-b2b8 preview)
+# content_mode = "excerpt"  # excerpt or full
+# tag_url_template = "{{blog_url}}/tag/{{tag}}/"
+# feed_entries = 20
+# source_feed = "https://blog.example.org/feed/"   # poll the blog's own feed and publish new articles
+# feed_poll_interval = 900
+
+# Comments
+# moderation = "known"      # known (first comment of a commenter waits), open, or hold
+# blocked_domains = ["spam.example"]
+# blocked_actors = []
+# cors_origins = []         # default: the blog's origin
+# spam_check_url = ""       # Akismet-compatible comment-check endpoint
+# spam_check_key = ""
+# webhook_url = ""
+# webhook_secret = ""
+"""
+
+
+def _toml_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.config or "fedibridge.toml")
+    if path.exists():
+        raise ConfigError(f"{path} already exists; edit it, or remove it to start over")
+    candidate = config.Settings(
+        base_url=args.base_url, domain=args.domain or "", username=args.username, name=args.name,
+        blog_url=args.blog_url or "", database_url=args.database_url, keys_dir=args.keys_dir,
+    )
+    settings = config.validate(candidate)
+    text = TEMPLATE.format(
+        base_url=_toml_str(settings.base_url),
+        domain_line=f"domain = {_toml_str(settings.domain)}" if settings.domain else '# domain = "example.org"',
+        domain_shown=settings.handle_domain,
+        username=_toml_str(settings.username),
+        name=_toml_str(settings.name),
+        blog_line=f"blog_url = {_toml_str(settings.blog_url)}" if settings.blog_url
+        else '# blog_url = "https://blog.example.org"',
+        database_url=_toml_str(settings.database_url),
+    )
+    if args.keys_dir != "keys":
+        text += f"keys_dir = {_toml_str(args.keys_dir)}\n"
+    path.write_text(text, encoding="utf-8")
+    _, created = ensure_keypair(settings.keys_path)
+    ensure_admin_token(settings.keys_path)
+    print(f"wrote {path}")
+    print(f"{'generated' if created else 'kept existing'} RSA key pair in {settings.keys_path}/")
+    print(f"fediverse handle: @{settings.username}@{settings.handle_domain}")
+    print("next: `fedibridge doctor`, then `fedibridge serve`")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    changes: dict[str, Any] = {}
+    if args.host:
+        changes["host"] = args.host
+    if args.port:
+        changes["port"] = args.port
+    if changes:
+        settings = settings.replace(**changes)
+    _setup_logging(settings.log_level)
+    return asyncio.run(_serve(settings, args.role))
+
+
+def _banner(settings: config.Settings, role: str, key_created: bool, token_created: bool) -> None:
+    actor = f"{settings.base}/users/{settings.username}"
+    print(f"fedibridge {__version__} ({role}) on http://{settings.host}:{settings.port}")
+    print(f"  fediverse handle: @{settings.username}@{settings.handle_domain}")
+    print(f"  actor:            {actor}")
+    print(f"  feeds:            {settings.base}/feed.rss  {settings.base}/feed.atom")
+    if key_created:
+        print(f"  generated an RSA-2048 key pair in {settings.keys_path}/ (private key mode 0600)")
+    if token_created:
+        print(f"  generated the admin API token in {settings.keys_path}/admin-token")
+    if key_created or token_created:
+        print("next steps:")
+        print(f"  - search for @{settings.username}@{settings.handle_domain} from a fediverse account to follow it")
+        print("  - publish an article: fedibridge publish post.md   (or POST /api/articles)")
+        print("  - `fedibridge init --base-url https://… --domain …` to configure a public deployment")
+    sys.stdout.flush()
+
+
+async def _serve(settings: config.Settings, role: str) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+
+    _, key_created = ensure_keypair(settings.keys_path)
+    token_created = False
+    if not settings.admin_token:
+        _, token_created = ensure_admin_token(settings.keys_path)
+    app = create_app(settings, role)  # type: ignore[arg-type]
+    runner = web.AppRunner(app, access_log=None if role == "worker" else logging.getLogger("aiohttp.access"))
+    await runner.setup()  # runs cleanup_ctx: opens the database (migrations), starts workers
+    try:
+        if role != "worker":
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"invalid setting port={settings.port}: cannot listen ({exc.strerror})") from None
+        _banner(settings, role, key_created, token_created)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logging.getLogger(__name__).info("shutting down")
+    finally:
+        await runner.cleanup()
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- doctor
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import run_doctor
+
+    return asyncio.run(run_doctor(getattr(args, "config", None)))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedibridge", description="Bridge a blog to the fediverse.")
+    parser.add_argument("--version", action="version", version=f"fedibridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", "-c", help="path to fedibridge.toml (default ./fedibridge.toml)")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "write fedibridge.toml and generate the keys")
+    p.add_argument("--base-url", required=True, help="public URL of fedibridge, e.g. https://blog.example.org/fediverse")
+    p.add_argument("--domain", help="host of the handle, e.g. example.org (default: base URL's host)")
+    p.add_argument("--username", default="blog")
+    p.add_argument("--name", default="My blog")
+    p.add_argument("--blog-url", help="the blog's home page")
+    p.add_argument("--database-url", default=config.Settings.database_url)
+    p.add_argument("--keys-dir", default="keys")
+
+    p = add("serve", cmd_serve, "run the bridge (HTTP server and background workers)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--role", choices=("all", "web", "worker"), default="all",
+                   help="web: HTTP only; worker: deliveries, inbox and feed polling only; all: both")
+
+    add("doctor", cmd_doctor, "check configuration, keys, database and migrations")
+
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.add_commands(add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except FedibridgeError as exc:
+        print(f"fedibridge: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Settings: read once from fedibridge.toml, overridden by FEDIBRIDGE_* env vars, validated, passed down.
+
+Every setting has a default that works for a local trial, so `fedibridge serve` runs with no file at all.
+Errors name the setting, so the CLI can print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+ENV_PREFIX = "FEDIBRIDGE_"
+# FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
+NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL"}
+MODERATION_MODES = ("known", "open", "hold")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All of fedibridge's knobs. Names are a public contract (DESIGN.md §3): FEDIBRIDGE_<UPPER_NAME>."""
+
+    base_url: str = "http://localhost:8080"
+    domain: str = ""  # handle host (like Mastodon's LOCAL_DOMAIN); defaults to base_url's host[:port]
+    username: str = "blog"
+    name: str = "My blog"
+    summary: str = ""
+    blog_url: str = ""  # the blog's home page; defaults to base_url
+    icon_url: str = ""
+    header_url: str = ""
+    language: str = ""  # default language of articles, e.g. "fr"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = "sqlite:///data/fedibridge.db"
+    keys_dir: str = "keys"
+    admin_token: str = ""  # empty: generated into keys/admin-token on first start
+    allow_private_addresses: bool = False
+    user_agent: str = ""
+    # publishing
+    object_type: str = "Note"  # Note | Article
+    content_mode: str = "excerpt"  # excerpt | full
+    tag_url_template: str = "{blog_url}/tag/{tag}/"
+    feed_entries: int = 20
+    source_feed: str = ""
+    feed_poll_interval: int = 900
+    max_article_bytes: int = 1_048_576
+    # actor
+    manually_approves_followers: bool = False
+    discoverable: bool = True
+    indexable: bool = True
+    # inbox and delivery
+    signature_window: int = 3600
+    signature_scheme: str = "cavage"  # cavage | rfc9421 (tried first, with fallback)
+    max_inbox_bytes: int = 1_048_576
+    delivery_concurrency: int = 64
+    delivery_per_host: int = 4
+    delivery_max_attempts: int = 16
+    domain_unavailable_days: int = 7
+    fetch_timeout: float = 10.0
+    # comments
+    moderation: str = "known"
+    blocked_domains: list[str] = field(default_factory=list)
+    blocked_actors: list[str] = field(default_factory=list)
+    cors_origins: list[str] = field(default_factory=list)  # default: the blog's origin
+    spam_check_url: str = ""  # Akismet-compatible comment-check endpoint
+    spam_check_key: str = ""
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    log_level: str = "info"
+
+    # derived values -------------------------------------------------------------------------
+    @property
+    def base(self) -> str:
+        return self.base_url.rstrip("/")
+
+    @property
+    def handle_domain(self) -> str:
+        return self.domain or urlsplit(self.base_url).netloc
+
+    @property
+    def blog(self) -> str:
+        return (self.blog_url or self.base_url).rstrip("/")
+
+    @property
+    def blog_origin(self) -> str:
+        parts = urlsplit(self.blog)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return self.cors_origins or [self.blog_origin]
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.keys_dir)
+
+    @property
+    def agent(self) -> str:
+        from . import __version__
+
+        return self.user_agent or f"fedibridge/{__version__} (+{self.base})"
+
+    def replace(self, **changes: Any) -> Settings:
+        return validate(dataclasses.replace(self, **changes))
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
+    """Convert a raw TOML/env value to the field's type, or say which setting is wrong."""
+    kind = _FIELDS[name].type
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+                return True
+            if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError("expected true or false")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "list[str]":
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return list(value)
+            raise ValueError("expected a list of strings")
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return value
+    except ValueError as exc:
+        where = f"{ENV_PREFIX}{name.upper()}" if from_env else name
+        raise ConfigError(f"invalid setting {where}={value!r}: {exc}") from None
+
+
+def _check_url(name: str, value: str, *, required: bool = True) -> None:
+    if not value and not required:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"invalid setting {name}={value!r}: expected an http(s) URL like https://blog.example.org")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"invalid setting {name}={value!r}: must not have a query or fragment")
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ConfigError(f"invalid setting {name}={value!r}: bad port") from None
+
+
+def validate(s: Settings) -> Settings:
+    """Check values that types alone cannot; raise ConfigError naming the setting."""
+    _check_url("base_url", s.base_url)
+    _check_url("blog_url", s.blog_url, required=False)
+    for name in ("icon_url", "header_url", "webhook_url", "spam_check_url"):
+        _check_url(name, getattr(s, name), required=False)
+    if s.source_feed and not Path(s.source_feed).exists():
+        _check_url("source_feed", s.source_feed)
+    if not s.username or not all(c.isalnum() or c in "_-." for c in s.username):
+        raise ConfigError(f"invalid setting username={s.username!r}: use letters, digits, '_', '-' or '.'")
+    if s.domain and ("/" in s.domain or " " in s.domain):
+        raise ConfigError(f"invalid setting domain={s.domain!r}: expected a host name like example.org")
+    scheme = s.database_url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(f"invalid setting database_url={s.database_url!r}: expected sqlite:///… or postgresql://…")
+    if s.moderation not in MODERATION_MODES:
+        raise ConfigError(f"invalid setting moderation={s.moderation!r}: expected one of {', '.join(MODERATION_MODES)}")
+    if s.object_type not in ("Note", "Article"):
+        raise ConfigError(f"invalid setting object_type={s.object_type!r}: expected Note or Article")
+    if s.content_mode not in ("excerpt", "full"):
+        raise ConfigError(f"invalid setting content_mode={s.content_mode!r}: expected excerpt or full")
+    if s.signature_scheme not in ("cavage", "rfc9421"):
+        raise ConfigError(f"invalid setting signature_scheme={s.signature_scheme!r}: expected cavage or rfc9421")
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
+    for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",
+                 "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
+    if s.webhook_url and not s.webhook_secret:
+        raise ConfigError("invalid setting webhook_secret: required when webhook_url is set")
+    return s
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any), then env overrides; unknown keys in the file are errors."""
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
+    file = Path(path or env.get(ENV_PREFIX + "CONFIG") or "fedibridge.toml")
+    values: dict[str, Any] = {}
+    if file.exists():
+        try:
+            raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot parse {file}: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+        table = raw.get("fedibridge", raw) if isinstance(raw.get("fedibridge"), dict) else raw
+        for key, value in table.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"unknown setting {key!r} in {file}")
+            values[key] = _coerce(key, value, from_env=False)
+    elif explicit:
+        raise ConfigError(f"config file {file} does not exist (run `fedibridge init` to create it)")
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name in _FIELDS:
+            values[name] = _coerce(name, value, from_env=True)
+    return validate(Settings(**values))
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """Map the user-facing URL to the async driver SQLAlchemy needs."""
+    scheme, rest = database_url.split(":", 1)
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return "sqlite+aiosqlite:" + rest
+    return "postgresql+asyncpg:" + rest

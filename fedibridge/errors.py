@@ -1,0 +1,56 @@
+"""One exception root, so callers (CLI, web layer) can map every failure to an exit code or status."""
+
+from __future__ import annotations
+
+
+class FedibridgeError(Exception):
+    """Root of every error fedibridge raises on purpose."""
+
+    status = 500
+
+
+class ConfigError(FedibridgeError):
+    """A setting is missing or wrong; the message names the setting."""
+
+    status = 500
+
+
+class BadRequest(FedibridgeError):
+    """The client sent something we refuse; the message says what."""
+
+    status = 400
+
+
+class Unauthorized(FedibridgeError):
+    status = 401
+
+
+class Forbidden(FedibridgeError):
+    status = 403
+
+
+class NotFound(FedibridgeError):
+    status = 404
+
+
+class Gone(FedibridgeError):
+    status = 410
+
+
+class PayloadTooLarge(FedibridgeError):
+    status = 413
+
+
+class UnsupportedMediaType(FedibridgeError):
+    status = 415
+
+
+class FetchError(FedibridgeError):
+    """A remote document could not be fetched or was refused (SSRF guard, size, id mismatch…)."""
+
+    status = 502
+
+    def __init__(self, message: str, *, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after

@@ -1,0 +1,153 @@
+"""The database: async engine (aiosqlite or asyncpg), migrations applied on open, small shared helpers.
+
+Domain queries live next to their domain (articles.py, queue.py, comments.py…) and use the tables in
+tables.py; this module only knows how to open, migrate and close the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from .config import sqlalchemy_url
+from .errors import ConfigError
+from .tables import leases
+
+log = logging.getLogger(__name__)
+MIGRATIONS = str(Path(__file__).with_name("migrations"))
+# Any constant works: it only has to be the same in every fedibridge process sharing a database.
+MIGRATION_LOCK_ID = 0x6665646962726964
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def _upgrade(connection: Connection) -> None:
+    command.upgrade(_alembic_config(connection), "head")
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _sqlite_path(database_url: str) -> Path | None:
+    rest = database_url.split(":", 1)[1]
+    if rest.startswith("///") and rest[3:] not in ("", ":memory:"):
+        return Path(rest[3:].split("?", 1)[0])
+    return None
+
+
+class Store:
+    """Holds the engine; `begin()`/`connect()` hand out connections to domain modules."""
+
+    def __init__(self, engine: AsyncEngine, database_url: str) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    async def open(cls, database_url: str, *, migrate: bool = True) -> Store:
+        """Create the engine, check the database answers, and bring the schema to head."""
+        path = _sqlite_path(database_url)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                msg = f"invalid setting database_url: cannot create {path.parent}: {exc.strerror}"
+                raise ConfigError(msg) from None
+        kwargs: dict[str, Any] = {}
+        if path is not None or database_url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(sqlalchemy_url(database_url), **kwargs)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        store = cls(engine, database_url)
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (TimeoutError, SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise ConfigError(f"invalid setting database_url: cannot connect ({reason})") from None
+        if migrate:
+            await store.migrate()
+        return store
+
+    async def migrate(self) -> None:
+        """Apply pending migrations; on PostgreSQL an advisory lock keeps concurrent starts from racing."""
+        async with self.engine.begin() as conn:
+            if self.is_postgres:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+            await conn.run_sync(_upgrade)
+
+    async def current_revision(self) -> str | None:
+        async with self.engine.connect() as conn:
+            return await conn.run_sync(_current)
+
+    def begin(self) -> Any:
+        return self.engine.begin()
+
+    def connect(self) -> Any:
+        return self.engine.connect()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
+        """Take or renew a named lease so a periodic job runs in one process at a time."""
+        now = utcnow()
+        async with self.begin() as conn:
+            row = (await conn.execute(select(leases).where(leases.c.name == name).with_for_update())).first()
+            if row is None:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(leases.insert().values(name=name, owner=owner, expires_at=now + ttl))
+                    return True
+                except SQLAlchemyError:
+                    return False
+            if row.owner != owner and row.expires_at > now:
+                return False
+            await conn.execute(
+                leases.update().where(leases.c.name == name).values(owner=owner, expires_at=now + ttl)
+            )
+            return True
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers run during writes; busy_timeout waits out short write locks instead of failing."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+async def count(conn: AsyncConnection, stmt: Any) -> int:
+    return int((await conn.execute(stmt)).scalar_one())

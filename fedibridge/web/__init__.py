@@ -1,0 +1,1 @@
+"""aiohttp handlers only: parse the request, call a module, render the answer."""

@@ -1,0 +1,137 @@
+"""How the fediverse finds the blog: WebFinger, host-meta, NodeInfo, the actor and its collections."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+from sqlalchemy import func, select
+
+from .. import __version__, vocab
+from ..app import SETTINGS, SITE, STORE
+from ..errors import BadRequest, NotFound
+from ..store import count
+from ..tables import activities, articles, followers
+from .common import PAGE_SIZE, activity_response, json_response, page_number, wants_activity_json
+
+CORS = {"Access-Control-Allow-Origin": "*"}
+NODEINFO_PROFILE = "http://nodeinfo.diaspora.software/ns/schema/{v}#"
+
+
+def _is_us(request: web.Request, resource: str) -> bool:
+    """True for every name Mastodon, Misskey, GoToSocial or Pleroma may ask us about."""
+    settings = request.app[SETTINGS]
+    site = request.app[SITE]
+    user = settings.username.lower()
+    if resource.startswith(("http://", "https://")):
+        return resource.rstrip("/") in {site.actor_id, settings.blog}
+    acct = resource[5:] if resource.lower().startswith("acct:") else resource
+    acct = unquote(acct).lstrip("@")
+    name, sep, host = acct.rpartition("@")
+    if not sep or not name or not host:
+        raise BadRequest("resource must be acct:user@domain or the actor URL")
+    hosts = {settings.handle_domain.lower(), urlsplit(settings.base).netloc.lower()}
+    return name.lower() == user and host.lower() in hosts
+
+
+async def webfinger(request: web.Request) -> web.Response:
+    resource = request.query.get("resource", "").strip()
+    if not resource:
+        raise BadRequest("missing resource parameter")
+    if not resource.lower().startswith(("acct:", "http://", "https://")) and "@" not in resource:
+        raise BadRequest("resource must be acct:user@domain or the actor URL")
+    if not _is_us(request, resource):
+        return json_response({"error": f"no such account: {resource}"}, status=404, headers=CORS)
+    return json_response(vocab.webfinger(request.app[SITE], resource), headers=CORS,
+                         content_type="application/jrd+json")
+
+
+async def host_meta(request: web.Request) -> web.Response:
+    site = request.app[SITE]
+    accept = request.headers.get("Accept", "")
+    if request.path.endswith(".json") or ("json" in accept and "xml" not in accept):
+        return json_response(vocab.host_meta_json(site), headers=CORS)
+    return web.Response(text=vocab.host_meta_xrd(site), content_type="application/xrd+xml", charset="utf-8",
+                        headers=CORS)
+
+
+async def nodeinfo_links(request: web.Request) -> web.Response:
+    base = request.app[SETTINGS].base
+    links = [{"rel": NODEINFO_PROFILE.format(v=v), "href": f"{base}/nodeinfo/{v}"} for v in ("2.0", "2.1")]
+    return json_response({"links": links}, headers=CORS)
+
+
+async def nodeinfo(request: web.Request) -> web.Response:
+    version = request.match_info["version"]
+    if version not in ("2.0", "2.1"):
+        raise NotFound(f"unknown NodeInfo version {version}")
+    async with request.app[STORE].connect() as conn:
+        posts = await count(conn, select(func.count()).select_from(articles).where(articles.c.deleted.is_(None)))
+    doc = vocab.nodeinfo(request.app[SITE], version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
+    ctype = f'application/json; profile="{NODEINFO_PROFILE.format(v=version)}"'
+    return web.Response(text=json_response(doc).text, headers={**CORS, "Content-Type": ctype})
+
+
+async def actor(request: web.Request) -> web.StreamResponse:
+    site = request.app[SITE]
+    if not wants_activity_json(request):
+        raise web.HTTPFound(request.app[SETTINGS].blog)
+    return activity_response(vocab.actor_document(site))
+
+
+async def _collection(request: web.Request, coll_id: str, total: int, items_for_page) -> web.Response:  # type: ignore[no-untyped-def]
+    """Serve an OrderedCollection, or one of its pages when ?page=N is asked."""
+    page = page_number(request)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page is None:
+        first = f"{coll_id}?page=1"
+        last = f"{coll_id}?page={pages}"
+        return activity_response({**vocab.ordered_collection(coll_id, total, first, last)})
+    items = await items_for_page((page - 1) * PAGE_SIZE, PAGE_SIZE) if total else []
+    nxt = f"{coll_id}?page={page + 1}" if page < pages else None
+    prev = f"{coll_id}?page={page - 1}" if page > 1 else None
+    return activity_response(vocab.ordered_collection_page(f"{coll_id}?page={page}", coll_id, items, nxt, prev))
+
+
+async def outbox(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    public = activities.c.in_outbox.is_(True)
+    async with store.connect() as conn:
+        total = await count(conn, select(func.count()).select_from(activities).where(public))
+
+    async def items(offset: int, limit: int) -> list[object]:
+        async with store.connect() as conn:
+            rows = await conn.execute(
+                select(activities.c.payload).where(public)
+                .order_by(activities.c.published.desc(), activities.c.id.desc()).offset(offset).limit(limit)
+            )
+            return [r.payload for r in rows]
+
+    return await _collection(request, request.app[SITE].outbox, total, items)
+
+
+async def followers_collection(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    async with store.connect() as conn:
+        total = await count(conn, select(func.count()).select_from(followers))
+
+    async def items(offset: int, limit: int) -> list[object]:
+        async with store.connect() as conn:
+            rows = await conn.execute(
+                select(followers.c.actor_id).order_by(followers.c.since.desc(), followers.c.id.desc())
+                .offset(offset).limit(limit)
+            )
+            return [r.actor_id for r in rows]
+
+    return await _collection(request, request.app[SITE].followers, total, items)
+
+
+async def empty_collection(request: web.Request) -> web.Response:
+    """following and featured: the blog follows nobody and pins nothing, but clients expect the documents."""
+    site = request.app[SITE]
+    coll_id = site.following if request.path.endswith("/following") else site.featured
+
+    async def items(offset: int, limit: int) -> list[object]:
+        return []
+
+    return await _collection(request, coll_id, 0, items)
