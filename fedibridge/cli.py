@@ -20,7 +20,7 @@ from .errors import ConfigError, FedibridgeError
 from .keys import ensure_admin_token, ensure_keypair
 
 # Modules adding subcommands with `add_commands(subparsers) -> None`; each sets `func` on its parser.
-COMMAND_MODULES = ("fedibridge.cli_articles", "fedibridge.cli_admin")
+COMMAND_MODULES = ("fedibridge.cli_articles", "fedibridge.cli_delivery", "fedibridge.cli_comments")
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:

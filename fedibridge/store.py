@@ -7,6 +7,7 @@ tables.py; this module only knows how to open, migrate and close the database.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 # Any constant works: it only has to be the same in every fedibridge process sharing a database.
 MIGRATION_LOCK_ID = 0x6665646962726964
+# Alembic keeps its context in module globals: two migrations at once in one process would trample them.
+_MIGRATION_THREAD_LOCK = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -47,7 +50,8 @@ def head_revision() -> str | None:
 
 
 def _upgrade(connection: Connection) -> None:
-    command.upgrade(_alembic_config(connection), "head")
+    with _MIGRATION_THREAD_LOCK:
+        command.upgrade(_alembic_config(connection), "head")
 
 
 def _current(connection: Connection) -> str | None:

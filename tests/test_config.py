@@ -1,0 +1,81 @@
+"""Settings: file + FEDIBRIDGE_* env, validation errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedibridge import config
+from fedibridge.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fedibridge.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_work_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no fedibridge.toml here
+    s = config.load(None, {})
+    assert s.base_url == "http://localhost:8080"
+    assert s.handle_domain == "localhost:8080"
+    assert s.database_url == "sqlite:///data/fedibridge.db"
+    assert s.moderation == "known"
+    assert s.allow_private_addresses is False
+
+
+def test_file_then_env_override(tmp_path: Path) -> None:
+    path = write(tmp_path, 'base_url = "https://blog.example.org/fediverse"\ndomain = "example.org"\n'
+                           'name = "Mon blog « à moi »"\nblocked_domains = ["spam.example"]\n')
+    s = config.load(path, {"FEDIBRIDGE_NAME": "Autre nom", "FEDIBRIDGE_PORT": "9000",
+                           "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "true",
+                           "FEDIBRIDGE_BLOCKED_ACTORS": "https://a.example/u/x, https://b.example/u/y"})
+    assert s.base == "https://blog.example.org/fediverse"
+    assert s.handle_domain == "example.org"
+    assert s.name == "Autre nom"
+    assert s.port == 9000
+    assert s.allow_private_addresses is True
+    assert s.blocked_domains == ["spam.example"]
+    assert s.blocked_actors == ["https://a.example/u/x", "https://b.example/u/y"]
+    assert config.load(path, {}).name == "Mon blog « à moi »"
+
+
+def test_config_path_from_env(tmp_path: Path) -> None:
+    path = write(tmp_path, 'username = "carnet"\n')
+    assert config.load(None, {"FEDIBRIDGE_CONFIG": str(path)}).username == "carnet"
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(None, {"FEDIBRIDGE_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needle"),
+    [
+        ('colour = "blue"\n', {}, "unknown setting 'colour'"),
+        ('base_url = "blog.example.org"\n', {}, "base_url"),
+        ('base_url = "ftp://blog.example.org"\n', {}, "base_url"),
+        ('base_url = "https://blog.example.org/?x=1"\n', {}, "base_url"),
+        ("", {"FEDIBRIDGE_PORT": "eighty"}, "FEDIBRIDGE_PORT"),
+        ("", {"FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "maybe"}, "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES"),
+        ("", {"FEDIBRIDGE_MODERATION": "lax"}, "moderation"),
+        ("", {"FEDIBRIDGE_DATABASE_URL": "mysql://x/y"}, "database_url"),
+        ("", {"FEDIBRIDGE_USERNAME": "bad name"}, "username"),
+        ("port = 70000\n", {}, "port"),
+        ("port = true\n", {}, "port"),
+        ('webhook_url = "https://blog.example.org/hook"\n', {}, "webhook_secret"),
+        ("base_url = [1, 2\n", {}, "cannot parse"),
+    ],
+)
+def test_bad_settings_name_the_setting(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path, env)
+    assert needle in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_sqlalchemy_url_mapping() -> None:
+    assert config.sqlalchemy_url("sqlite:///data/x.db") == "sqlite+aiosqlite:///data/x.db"
+    assert config.sqlalchemy_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
+    assert config.sqlalchemy_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"

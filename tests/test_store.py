@@ -1,0 +1,114 @@
+"""Storage contract: the same behaviour on SQLite and PostgreSQL (database_url is parametrized)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select
+
+from fedibridge.queue import enqueue_to_followers, follower_inboxes, insert_ignore
+from fedibridge.store import Store, head_revision, utcnow
+from fedibridge.tables import activities, deliveries, followers, inbox_items
+
+
+async def test_fresh_database_is_migrated_to_head(database_url: str) -> None:
+    store = await Store.open(database_url)
+    try:
+        assert await store.current_revision() == head_revision()
+    finally:
+        await store.close()
+
+
+async def test_existing_database_keeps_its_rows_across_restarts(database_url: str) -> None:
+    store = await Store.open(database_url)
+    now = utcnow()
+    async with store.begin() as conn:
+        await conn.execute(followers.insert().values(actor_id="https://m.example/users/élise", inbox="https://m.example/i",
+                                                     handle="@élise@m.example", since=now))
+    await store.close()
+    store = await Store.open(database_url)  # second start: migrations are a no-op, data intact
+    try:
+        async with store.connect() as conn:
+            row = (await conn.execute(select(followers))).one()
+        assert row.handle == "@élise@m.example"
+        assert row.since.tzinfo is not None and abs(row.since - now) < timedelta(seconds=1)
+    finally:
+        await store.close()
+
+
+async def test_concurrent_starts_do_not_race_on_migrations(database_url: str) -> None:
+    stores = await asyncio.gather(*(Store.open(database_url) for _ in range(3)))
+    try:
+        assert {await s.current_revision() for s in stores} == {head_revision()}
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_datetimes_and_json_round_trip(database_url: str) -> None:
+    store = await Store.open(database_url)
+    payload = {"type": "Create", "content": "« Été » 🌞", "to": ["https://www.w3.org/ns/activitystreams#Public"]}
+    when = datetime(2026, 7, 14, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        async with store.begin() as conn:
+            await conn.execute(activities.insert().values(key="k1", type="Create", payload=payload, published=when))
+        async with store.connect() as conn:
+            row = (await conn.execute(select(activities))).one()
+        assert row.payload == payload
+        assert row.published == when and row.published.utcoffset() == timedelta(0)
+    finally:
+        await store.close()
+
+
+async def test_insert_ignore_dedupes(database_url: str) -> None:
+    store = await Store.open(database_url)
+    now = utcnow()
+    try:
+        for _ in range(2):
+            async with store.begin() as conn:
+                await conn.execute(insert_ignore(conn, inbox_items).values(
+                    ap_id="https://m.example/a/1", type="Like", actor="https://m.example/users/a",
+                    payload={}, received_at=now, next_attempt_at=now))
+        async with store.connect() as conn:
+            assert len((await conn.execute(select(inbox_items))).all()) == 1
+    finally:
+        await store.close()
+
+
+async def test_enqueue_groups_followers_by_shared_inbox(database_url: str) -> None:
+    store = await Store.open(database_url)
+    now = utcnow()
+    try:
+        async with store.begin() as conn:
+            await conn.execute(followers.insert(), [
+                {"actor_id": f"https://a.example/users/{i}", "inbox": f"https://a.example/users/{i}/inbox",
+                 "shared_inbox": "https://a.example/inbox", "since": now} for i in range(5)
+            ] + [{"actor_id": "https://b.example/u/solo", "inbox": "https://b.example/u/solo/inbox",
+                  "shared_inbox": None, "since": now}])
+            res = await conn.execute(activities.insert().values(key="k", type="Create", payload={}, published=now))
+            activity_id = res.inserted_primary_key[0]
+            assert await follower_inboxes(conn) == ["https://a.example/inbox", "https://b.example/u/solo/inbox"]
+            assert await enqueue_to_followers(conn, activity_id, now) == 2
+            await enqueue_to_followers(conn, activity_id, now)  # idempotent
+        async with store.connect() as conn:
+            rows = (await conn.execute(select(deliveries).order_by(deliveries.c.inbox))).all()
+        assert [(r.inbox, r.host, r.state) for r in rows] == [
+            ("https://a.example/inbox", "a.example", "pending"),
+            ("https://b.example/u/solo/inbox", "b.example", "pending"),
+        ]
+    finally:
+        await store.close()
+
+
+async def test_lease_is_exclusive_until_it_expires(database_url: str) -> None:
+    store = await Store.open(database_url)
+    try:
+        assert await store.acquire_lease("feed-poll", "w1", timedelta(seconds=60))
+        assert not await store.acquire_lease("feed-poll", "w2", timedelta(seconds=60))
+        assert await store.acquire_lease("feed-poll", "w1", timedelta(seconds=60))  # renewal
+        assert await store.acquire_lease("other", "w2", timedelta(seconds=60))
+        assert await store.acquire_lease("gone", "w1", timedelta(seconds=-1))  # already expired
+        assert await store.acquire_lease("gone", "w2", timedelta(seconds=60))
+    finally:
+        await store.close()
