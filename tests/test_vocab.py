@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fedibridge import vocab
+from fedibridge import discovery, vocab
 from fedibridge.models import Article
 from fedibridge.vocab import AS_PUBLIC, CONTEXT, Site
 
@@ -376,7 +376,7 @@ def test_collections(site: Site, article: Article) -> None:
 
 
 def test_webfinger(site: Site) -> None:
-    jrd = vocab.webfinger(site, "acct:blog@blog.example.org")
+    jrd = discovery.webfinger(site, "acct:blog@blog.example.org")
     assert jrd == {
         "subject": "acct:blog@blog.example.org",
         "aliases": [ACTOR, "https://blog.example.org"],
@@ -384,17 +384,15 @@ def test_webfinger(site: Site) -> None:
             {"rel": "http://webfinger.net/rel/profile-page", "type": "text/html",
              "href": "https://blog.example.org"},
             {"rel": "self", "type": "application/activity+json", "href": ACTOR},
-            {"rel": "http://ostatus.org/schema/1.0/subscribe",
-             "template": f"{BASE}/authorize_interaction?uri={{uri}}"},
             {"rel": "http://webfinger.net/rel/avatar", "href": "https://blog.example.org/avatar.png",
              "type": "image/png"},
         ],
     }
     for resource in ("acct:blog@blog.example.org", "acct:BLOG@Blog.Example.org", "blog@blog.example.org",
                      "@blog@blog.example.org", ACTOR, "https://blog.example.org/"):
-        assert vocab.webfinger_matches(site, resource), resource
+        assert discovery.webfinger_matches(site, resource), resource
     for resource in ("acct:other@blog.example.org", "acct:blog@evil.example", f"{BASE}/users/other", ""):
-        assert not vocab.webfinger_matches(site, resource), resource
+        assert not discovery.webfinger_matches(site, resource), resource
 
 
 def _check_nodeinfo_schema(doc: dict, version: str) -> None:
@@ -421,7 +419,7 @@ def _check_nodeinfo_schema(doc: dict, version: str) -> None:
 
 
 def test_nodeinfo(site: Site) -> None:
-    v20 = vocab.nodeinfo(site, "2.0", users=1, posts=42, software_version="0.1.0",
+    v20 = discovery.nodeinfo(site, "2.0", users=1, posts=42, software_version="0.1.0",
                          repository="https://example.org/fedibridge")
     _check_nodeinfo_schema(v20, "2.0")
     assert v20["software"] == {"name": "fedibridge", "version": "0.1.0"}  # 2.0 has no repository
@@ -430,7 +428,7 @@ def test_nodeinfo(site: Site) -> None:
     assert v20["usage"] == {"users": {"total": 1, "activeMonth": 1, "activeHalfyear": 1}, "localPosts": 42}
     assert v20["metadata"] == {"nodeName": "Le blog d’Élodie"}
 
-    v21 = vocab.nodeinfo(site, "2.1", users=1, posts=42, software_version="0.1.0",
+    v21 = discovery.nodeinfo(site, "2.1", users=1, posts=42, software_version="0.1.0",
                          repository="https://example.org/fedibridge", homepage="https://example.org/")
     _check_nodeinfo_schema(v21, "2.1")
     assert v21["software"] == {"name": "fedibridge", "version": "0.1.0",
@@ -438,17 +436,17 @@ def test_nodeinfo(site: Site) -> None:
 
 
 def test_host_meta(site: Site) -> None:
-    xrd = vocab.host_meta_xrd(site)
+    xrd = discovery.host_meta_xrd(site)
     root = ET.fromstring(xrd.encode())
     ns = "{http://docs.oasis-open.org/ns/xri/xrd-1.0}"
     assert root.tag == f"{ns}XRD"
     links = root.findall(f"{ns}Link")
     assert len(links) == 1
     assert links[0].get("rel") == "lrdd"
-    assert links[0].get("template") == f"{BASE}/.well-known/webfinger?resource={{uri}}"
-    assert vocab.host_meta_json(site) == {"links": [{
+    assert links[0].get("template") == "https://blog.example.org/.well-known/webfinger?resource={uri}"
+    assert discovery.host_meta_json(site) == {"links": [{
         "rel": "lrdd", "type": "application/jrd+json",
-        "template": f"{BASE}/.well-known/webfinger?resource={{uri}}"}]}
+        "template": "https://blog.example.org/.well-known/webfinger?resource={uri}"}]}
 
 
 def test_utf8_survives_json(site: Site, article: Article) -> None:

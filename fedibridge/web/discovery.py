@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from aiohttp import web
 from sqlalchemy import func, select
 
-from .. import __version__, vocab
+from .. import __version__, discovery, vocab
 from ..app import SETTINGS, SITE, STORE
 from ..errors import BadRequest, NotFound
 from ..store import count
@@ -18,31 +18,24 @@ CORS = {"Access-Control-Allow-Origin": "*"}
 NODEINFO_PROFILE = "http://nodeinfo.diaspora.software/ns/schema/{v}#"
 
 
-def _is_us(request: web.Request, resource: str) -> bool:
-    """True for every name Mastodon, Misskey, GoToSocial or Pleroma may ask us about."""
-    settings = request.app[SETTINGS]
-    site = request.app[SITE]
-    user = settings.username.lower()
+def _check_resource(resource: str) -> None:
+    """Refuse what is neither an acct: handle nor a URL, so clients get 400 rather than a misleading 404."""
     if resource.startswith(("http://", "https://")):
-        return resource.rstrip("/") in {site.actor_id, settings.blog}
-    acct = resource[5:] if resource.lower().startswith("acct:") else resource
-    acct = unquote(acct).lstrip("@")
+        return
+    acct = unquote(resource[5:] if resource.lower().startswith("acct:") else resource).lstrip("@")
     name, sep, host = acct.rpartition("@")
     if not sep or not name or not host:
         raise BadRequest("resource must be acct:user@domain or the actor URL")
-    hosts = {settings.handle_domain.lower(), urlsplit(settings.base).netloc.lower()}
-    return name.lower() == user and host.lower() in hosts
 
 
 async def webfinger(request: web.Request) -> web.Response:
     resource = request.query.get("resource", "").strip()
     if not resource:
         raise BadRequest("missing resource parameter")
-    if not resource.lower().startswith(("acct:", "http://", "https://")) and "@" not in resource:
-        raise BadRequest("resource must be acct:user@domain or the actor URL")
-    if not _is_us(request, resource):
+    _check_resource(resource)
+    if not discovery.webfinger_matches(request.app[SITE], resource):
         return json_response({"error": f"no such account: {resource}"}, status=404, headers=CORS)
-    return json_response(vocab.webfinger(request.app[SITE], resource), headers=CORS,
+    return json_response(discovery.webfinger(request.app[SITE], resource), headers=CORS,
                          content_type="application/jrd+json")
 
 
@@ -50,8 +43,8 @@ async def host_meta(request: web.Request) -> web.Response:
     site = request.app[SITE]
     accept = request.headers.get("Accept", "")
     if request.path.endswith(".json") or ("json" in accept and "xml" not in accept):
-        return json_response(vocab.host_meta_json(site), headers=CORS)
-    return web.Response(text=vocab.host_meta_xrd(site), content_type="application/xrd+xml", charset="utf-8",
+        return json_response(discovery.host_meta_json(site), headers=CORS)
+    return web.Response(text=discovery.host_meta_xrd(site), content_type="application/xrd+xml", charset="utf-8",
                         headers=CORS)
 
 
@@ -67,7 +60,7 @@ async def nodeinfo(request: web.Request) -> web.Response:
         raise NotFound(f"unknown NodeInfo version {version}")
     async with request.app[STORE].connect() as conn:
         posts = await count(conn, select(func.count()).select_from(articles).where(articles.c.deleted.is_(None)))
-    doc = vocab.nodeinfo(request.app[SITE], version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
+    doc = discovery.nodeinfo(request.app[SITE], version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
     ctype = f'application/json; profile="{NODEINFO_PROFILE.format(v=version)}"'
     return web.Response(text=json_response(doc).text, headers={**CORS, "Content-Type": ctype})
 
