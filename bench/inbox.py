@@ -1,0 +1,181 @@
+"""Benchmark: signed replies accepted per second at the shared inbox, against a bare aiohttp handler.
+
+Both servers are hit by the same load generator in the same run, with requests pre-signed by
+fedibridge.signatures (so signing cost is not measured); the remote actor is served by a loopback
+server. Target: the bridge accepts at least 50 % of the bare handler's rate, and every accepted
+reply ends up stored as a comment.
+
+    .venv/bin/python bench/inbox.py [--requests 2000] [--concurrency 32] [--database-url postgresql://…/empty_db]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import func, select
+
+from fedibridge import articles
+from fedibridge.app import SITE, STORE, create_app
+from fedibridge.config import Settings, validate
+from fedibridge.signatures import sign_request
+from fedibridge.tables import comments
+
+PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+HOST = "127.0.0.1"
+
+
+async def serve(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, HOST, port).start()
+    return runner
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def remote_actor(key: rsa.RSAPrivateKey) -> tuple[web.AppRunner, str]:
+    """A Mastodon-shaped actor on loopback, so the bridge fetches and caches a real key."""
+    port = free_port()
+    actor = f"http://{HOST}:{port}/users/bench"
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    doc = {"@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"], "id": actor,
+           "type": "Person", "preferredUsername": "bench", "name": "Bench Mark", "inbox": f"{actor}/inbox",
+           "endpoints": {"sharedInbox": f"http://{HOST}:{port}/inbox"}, "url": f"http://{HOST}:{port}/@bench",
+           "publicKey": {"id": f"{actor}#main-key", "owner": actor, "publicKeyPem": pem}}
+
+    async def get(_: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(doc), content_type="application/activity+json")
+
+    app = web.Application()
+    app.router.add_get("/users/bench", get)
+    return await serve(app, port), actor
+
+
+def presign(url: str, actor: str, key: rsa.RSAPrivateKey, in_reply_to: str, start: int, n: int
+            ) -> list[tuple[dict[str, str], bytes]]:
+    """N distinct Create(Note) replies, signed like Mastodon signs (draft-cavage rsa-sha256)."""
+    out = []
+    now = datetime.now(UTC)
+    for i in range(start, start + n):
+        note_id = f"{actor}/statuses/{i}"
+        body = json.dumps({
+            "@context": "https://www.w3.org/ns/activitystreams", "id": f"{note_id}/activity", "type": "Create",
+            "actor": actor, "to": [PUBLIC], "object": {
+                "id": note_id, "type": "Note", "attributedTo": actor, "inReplyTo": in_reply_to, "to": [PUBLIC],
+                "cc": [f"{actor}/followers"], "content": f"<p>Réponse n°{i} ☕</p>", "contentMap": {"fr": "x"},
+                "published": now.strftime("%Y-%m-%dT%H:%M:%SZ")}}, ensure_ascii=False).encode()
+        headers = sign_request("POST", url, {"Content-Type": "application/activity+json"}, body, key,
+                               f"{actor}#main-key", now)
+        headers.pop("Host", None)
+        out.append((headers, body))
+    return out
+
+
+async def load(url: str, requests: list[tuple[dict[str, str], bytes]], concurrency: int) -> tuple[int, float]:
+    """Send everything with `concurrency` workers; (accepted count, seconds)."""
+    queue: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    accepted = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def worker() -> None:
+            nonlocal accepted
+            while not queue.empty():
+                headers, body = queue.get_nowait()
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    accepted += resp.status == 202
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return accepted, time.perf_counter() - started
+
+
+async def bare_server() -> tuple[web.AppRunner, str]:
+    """The baseline: read the body and answer 202, nothing else."""
+    async def inbox(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=202)
+
+    port = free_port()
+    app = web.Application()
+    app.router.add_post("/inbox", inbox)
+    return await serve(app, port), f"http://{HOST}:{port}/inbox"
+
+
+async def main(n: int, concurrency: int, database_url: str | None = None) -> int:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    remote, actor = await remote_actor(key)
+    bare, bare_url = await bare_server()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        keys = Path(tmp, "keys")
+        settings = validate(Settings(base_url=f"http://{HOST}:{port}", port=port, database_url=database_url or f"sqlite:///{tmp}/b.db",
+                                     keys_dir=str(keys), admin_token="bench", allow_private_addresses=True,
+                                     blog_url="http://blog.test", moderation="open", log_level="warning"))
+        app = create_app(settings, "all")
+        runner = await serve(app, port)
+        try:
+            inp = articles.validate({"title": "Bench", "url": "http://blog.test/bench/", "content": "<p>x</p>",
+                                     "slug": "bench"})
+            await articles.publish_one(app[STORE], app[SITE], inp, deliver=False)
+            inbox_url = f"{settings.base}/inbox"
+            in_reply_to = app[SITE].article_id("bench")
+            warm = 50
+            await load(inbox_url, presign(inbox_url, actor, key, in_reply_to, 0, warm), 4)
+            await load(bare_url, presign(bare_url, actor, key, in_reply_to, 0, warm), 4)
+            bridge_reqs = presign(inbox_url, actor, key, in_reply_to, warm, n)
+            bare_reqs = presign(bare_url, actor, key, in_reply_to, warm, n)
+            bare_ok, bare_s = await load(bare_url, bare_reqs, concurrency)
+            ok, secs = await load(inbox_url, bridge_reqs, concurrency)
+            expected = warm + ok
+            deadline = time.perf_counter() + 300
+            stored = 0
+            while time.perf_counter() < deadline:
+                async with app[STORE].connect() as conn:
+                    stored = int((await conn.execute(select(func.count()).select_from(comments))).scalar_one())
+                if stored >= expected:
+                    break
+                await asyncio.sleep(0.2)
+        finally:
+            await runner.cleanup()
+            await bare.cleanup()
+            await remote.cleanup()
+    bare_rps, rps = bare_ok / bare_s, ok / secs
+    ratio = rps / bare_rps if bare_rps else 0.0
+    print(f"bare aiohttp handler : {bare_ok}/{n} accepted, {bare_rps:8.0f} req/s")
+    print(f"fedibridge /inbox    : {ok}/{n} accepted, {rps:8.0f} req/s")
+    print(f"ratio                : {ratio:.0%} of bare (target >= 50%)")
+    print(f"stored as comments   : {stored}/{expected} accepted replies (warm-up included)")
+    good = ratio >= 0.5 and ok == n and stored == expected
+    print("PASS" if good else "FAIL")
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--database-url", help="an EMPTY database to use (default: a temporary SQLite file)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.requests, args.concurrency, args.database_url)))

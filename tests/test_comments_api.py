@@ -1,0 +1,138 @@
+"""The comments HTTP API: public JSON (CORS, ETag), the url alias, admin moderation, blocks, comment feeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedibridge import comments as store_comments
+
+from .conftest import Bridge, BridgeFactory
+from .remote import RemoteInstance
+from .test_comment_flows import ARTICLE_URL, publish
+
+ORIGIN = "http://blog.test"
+
+
+async def seeded(make_bridge: BridgeFactory, masto: RemoteInstance, **overrides: Any) -> tuple[Bridge, list[int]]:
+    """A bridge with one article and three comments by Alice: approved, pending, private (approved)."""
+    bridge = await make_bridge(**overrides)
+    article_id = await publish(bridge)
+    alice = masto.add_actor("alice", name="Alice")
+    h = store_comments.HANDLERS
+    notes = [masto.note(alice, "<p>Première « réponse » ✨</p>", article_id),
+             masto.note(alice, "<p>En attente</p>", article_id),
+             masto.note(alice, "<p>Privé</p>", article_id, to=[bridge.actor], cc=[])]
+    for n in notes:
+        await h["Create"](bridge.app, masto.create(alice, n), alice.id)
+    ids = []
+    async with bridge.store.begin() as conn:
+        for n, status in zip(notes, ("approved", "pending", "approved"), strict=True):
+            c = store_comments.comment_from_row(await store_comments._row_by_ap_id(conn, n["id"]))
+            await store_comments.set_status(conn, bridge.settings, c.id, status)
+            ids.append(c.id)
+    return bridge, ids
+
+
+async def test_public_json_cors_and_etag(make_bridge: BridgeFactory) -> None:
+    async with RemoteInstance() as masto:
+        bridge, ids = await seeded(make_bridge, masto)
+        url = f"{bridge.url}/api/articles/cafe/comments"
+        async with bridge.http.get(url, headers={"Origin": ORIGIN}) as resp:
+            assert resp.status == 200
+            assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
+            assert "Origin" in resp.headers["Vary"]
+            etag = resp.headers["ETag"]
+            assert etag.startswith('"')  # strong
+            data = await resp.json()
+            raw = await resp.read()
+        assert "Première « réponse » ✨".encode() in raw  # UTF-8, not \\u escapes
+        assert [c["id"] for c in data["comments"]] == [ids[0]]  # pending and private never shown
+        assert data["article"]["url"] == ARTICLE_URL and data["total"] == 1
+        assert data["reactions"] == {"likes": 0, "boosts": 0, "likers": [], "boosters": []}
+        async with bridge.http.get(url, headers={"Origin": "https://evil.example"}) as resp:
+            assert "Access-Control-Allow-Origin" not in resp.headers
+        async with bridge.http.get(url, headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+        async with bridge.http.options(url, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"}) as r:
+            assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == ORIGIN
+            assert "GET" in r.headers["Access-Control-Allow-Methods"]
+        # Approving the pending one changes the body, hence the ETag.
+        async with bridge.http.post(f"{bridge.url}/api/comments/{ids[1]}/approve", headers=bridge.admin) as resp:
+            assert resp.status == 200
+        async with bridge.http.get(url, headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 200 and len((await resp.json())["comments"]) == 2
+        # The widget's alias, by the page URL (with or without the trailing slash).
+        for page in (ARTICLE_URL, ARTICLE_URL.rstrip("/")):
+            async with bridge.http.get(f"{bridge.url}/api/comments", params={"url": page}) as resp:
+                assert resp.status == 200 and (await resp.json())["total"] == 2
+        async with bridge.http.get(f"{bridge.url}/api/comments", params={"url": "http://blog.test/nope/"}) as resp:
+            assert resp.status == 404
+        async with bridge.http.get(f"{bridge.url}/api/articles/nope/comments") as resp:
+            assert resp.status == 404
+
+
+async def test_admin_listing_and_moderation(make_bridge: BridgeFactory) -> None:
+    async with RemoteInstance() as masto:
+        bridge, ids = await seeded(make_bridge, masto)
+        api = f"{bridge.url}/api/comments"
+        async with bridge.http.get(api) as resp:
+            assert resp.status == 401
+        async with bridge.http.get(api, params={"status": "pending"}, headers=bridge.admin) as resp:
+            data = await resp.json()
+        [pending] = data["comments"]
+        assert pending["id"] == ids[1] and pending["status"] == "pending" and pending["article"] == "cafe"
+        assert set(pending) >= {"id", "article", "ap_id", "in_reply_to", "author", "content_html", "language",
+                                "published", "updated", "status", "likes", "boosts"}
+        assert set(pending["author"]) >= {"id", "name", "handle", "url", "avatar"}
+        async with bridge.http.get(api, params={"status": "all", "article": "cafe"}, headers=bridge.admin) as resp:
+            assert len((await resp.json())["comments"]) == 3  # the admin sees private ones, marked
+        async with bridge.http.get(api, params={"status": "bogus"}, headers=bridge.admin) as resp:
+            assert resp.status == 400
+        async with bridge.http.post(f"{api}/{ids[0]}/reject", headers=bridge.admin) as resp:
+            assert (await resp.json())["status"] == "rejected"
+        async with bridge.http.post(f"{api}/999999/approve", headers=bridge.admin) as resp:
+            assert resp.status == 404
+        async with bridge.http.post(f"{api}/{ids[0]}/approve") as resp:
+            assert resp.status == 401
+        async with bridge.http.delete(f"{api}/{ids[1]}", headers=bridge.admin) as resp:
+            body = await resp.json()
+            assert resp.status == 200 and body["deleted"] is True and body["content_html"] == ""
+
+
+async def test_blocks_api(make_bridge: BridgeFactory) -> None:
+    async with RemoteInstance() as masto:
+        bridge, ids = await seeded(make_bridge, masto)
+        actor = f"{masto.base}/users/alice"
+        blocks = f"{bridge.url}/api/blocks"
+        async with bridge.http.post(blocks, json={"kind": "actor", "value": actor}) as resp:
+            assert resp.status == 401
+        async with bridge.http.post(blocks, json={"kind": "actor", "value": actor}, headers=bridge.admin) as resp:
+            assert resp.status == 201 and (await resp.json())["rejected"] == 3
+        async with bridge.http.get(f"{bridge.url}/api/articles/cafe/comments") as resp:
+            assert (await resp.json())["total"] == 0
+        async with bridge.http.post(blocks, json={"kind": "planet", "value": "x"}, headers=bridge.admin) as resp:
+            assert resp.status == 400
+        async with bridge.http.get(blocks, headers=bridge.admin) as resp:
+            assert (await resp.json())["blocks"][0]["value"] == actor
+        async with bridge.http.delete(blocks, json={"kind": "actor", "value": actor}, headers=bridge.admin) as resp:
+            assert resp.status == 200
+        async with bridge.http.delete(blocks, json={"kind": "actor", "value": actor}, headers=bridge.admin) as resp:
+            assert resp.status == 404
+
+
+async def test_comment_feeds(make_bridge: BridgeFactory) -> None:
+    async with RemoteInstance() as masto:
+        bridge, ids = await seeded(make_bridge, masto)
+        for path, ctype in (("/articles/cafe/comments.rss", "application/rss+xml"),
+                            ("/articles/cafe/comments.atom", "application/atom+xml"),
+                            ("/comments.rss", "application/rss+xml"), ("/comments.atom", "application/atom+xml")):
+            async with bridge.http.get(bridge.url + path) as resp:
+                assert resp.status == 200 and resp.content_type == ctype
+                text = await resp.text()
+                etag = resp.headers["ETag"]
+            assert "Première « réponse » ✨" in text
+            assert "En attente" not in text and "Privé" not in text
+            async with bridge.http.get(bridge.url + path, headers={"If-None-Match": etag}) as resp:
+                assert resp.status == 304
+        async with bridge.http.get(f"{bridge.url}/articles/nope/comments.rss") as resp:
+            assert resp.status == 404

@@ -1,0 +1,174 @@
+"""Moderation rules, blocklists and the Akismet-compatible spam check (played by a loopback server)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from aiohttp import web
+
+from fedibridge import moderation
+from fedibridge.config import Settings
+from fedibridge.errors import BadRequest
+from fedibridge.resolver import GuardedClient
+from fedibridge.store import utcnow
+from fedibridge.tables import articles, comments
+
+from .conftest import Bridge, free_port
+
+WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeAkismet:
+    """A loopback comment-check endpoint: records every form, answers what the test says."""
+
+    def __init__(self) -> None:
+        self.forms: list[dict[str, str]] = []
+        self.answer: tuple[int, str, dict[str, str]] = (200, "false", {})
+        self.port = free_port()
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/1.1/comment-check"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.text()
+        self.forms.append({k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()})
+        status, body, headers = self.answer
+        return web.Response(status=status, text=body, headers=headers)
+
+    async def __aenter__(self) -> FakeAkismet:
+        app = web.Application()
+        app.router.add_post("/1.1/comment-check", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+def test_domain_block_covers_subdomains_only() -> None:
+    assert moderation.domain_matches("spam.example", "spam.example")
+    assert moderation.domain_matches("a.spam.example", "spam.example")
+    assert not moderation.domain_matches("notspam.example", "spam.example")
+    assert moderation.blocked_by("https://m.spam.example/users/x", {"spam.example"}, set())
+    assert moderation.blocked_by("https://ok.example/users/bad", set(), {"https://ok.example/users/bad"})
+    assert not moderation.blocked_by("https://ok.example/users/good", {"spam.example"},
+                                      {"https://ok.example/users/bad"})
+
+
+def test_normalise_block() -> None:
+    assert moderation.normalise_block("domain", "https://Spam.Example:8443/x") == ("domain", "spam.example")
+    assert moderation.normalise_block("domain", "Spam.Example") == ("domain", "spam.example")
+    assert moderation.normalise_block("actor", "https://a.example/users/x") == ("actor", "https://a.example/users/x")
+    assert moderation.guess_kind("https://a.example/users/x") == "actor"
+    assert moderation.guess_kind("a.example") == "domain"
+    for kind, value in (("actor", "not a url"), ("domain", "a b"), ("nope", "x.example")):
+        with pytest.raises(BadRequest):
+            moderation.normalise_block(kind, value)
+
+
+def test_parse_verdict() -> None:
+    assert moderation.parse_verdict(200, b"true") == "spam"
+    assert moderation.parse_verdict(200, b"false") == "ham"
+    assert moderation.parse_verdict(200, b"false", {"x-akismet-pro-tip": "discard"}) == "spam"
+    assert moderation.parse_verdict(200, b"invalid") == "unknown"  # Akismet's answer to a bad key
+    assert moderation.parse_verdict(503, b"false") == "unknown"
+
+
+def test_spam_form_fields() -> None:
+    settings = Settings(blog_url="https://blog.example", spam_check_url="https://{key}.rest.akismet.com/1.1/comment-check",
+                        spam_check_key="k123", language="fr")
+    q = moderation.SpamQuery("Zoé", "https://m.example/@zoe", "<p>Très « bien » 🎉</p>", WHEN,
+                             "https://blog.example/post/")
+    form = moderation.spam_form(settings, q)
+    assert form["api_key"] == form["key"] == "k123"
+    assert form["comment_type"] == "reply"
+    assert form["comment_content"] == "Très « bien » 🎉"
+    assert form["blog"] == "https://blog.example" and form["blog_lang"] == "fr" and form["blog_charset"] == "UTF-8"
+    assert form["permalink"] == "https://blog.example/post/"
+    assert form["comment_date_gmt"].startswith("2024-05-01T12:00")
+    assert moderation.spam_endpoint(settings) == "https://k123.rest.akismet.com/1.1/comment-check"
+
+
+async def test_spam_check_against_loopback_server() -> None:
+    async with FakeAkismet() as akismet:
+        settings = Settings(spam_check_url=akismet.url, spam_check_key="sekret", allow_private_addresses=True)
+        q = moderation.SpamQuery("Bob", "https://b.example/@bob", "<p>Achetez des montres</p>", WHEN,
+                                 "http://blog.test/a/")
+        async with GuardedClient(user_agent="t", signer=None, allow_private=True, timeout=2) as client:
+            akismet.answer = (200, "true", {})
+            assert await moderation.spam_check(client, settings, q) == "spam"
+            akismet.answer = (200, "false", {})
+            assert await moderation.spam_check(client, settings, q) == "ham"
+            akismet.answer = (500, "oops", {})
+            assert await moderation.spam_check(client, settings, q) == "unknown"
+            assert akismet.forms[0]["comment_content"] == "Achetez des montres"
+            assert akismet.forms[0]["api_key"] == "sekret"
+            down = Settings(spam_check_url=f"http://127.0.0.1:{free_port()}/x", allow_private_addresses=True)
+            assert await moderation.spam_check(client, down, q) == "unknown"
+            assert await moderation.spam_check(client, Settings(), q) == "ham"  # no check configured
+
+
+async def _comment(bridge: Bridge, author: str, status: str, n: int) -> None:
+    async with bridge.store.begin() as conn:
+        art = (await conn.execute(articles.select().limit(1))).first()
+        if art is None:
+            now = utcnow()
+            res = await conn.execute(articles.insert().values(
+                slug="a", title="A", url="http://blog.test/a/", content="<p>x</p>", tags=[], published=now,
+                content_hash="x", source="api", created_at=now, sensitive=False))
+            art_id = res.inserted_primary_key[0]
+        else:
+            art_id = art.id
+        await conn.execute(comments.insert().values(
+            article_id=art_id, ap_id=f"https://r.example/notes/{n}", in_reply_to="x", author_id=author,
+            content_html="<p>hi</p>", published=utcnow(), status=status, visibility="public",
+            sensitive=False, deleted=False, edited=False, created_at=utcnow()))
+
+
+async def test_modes(bridge: Bridge) -> None:
+    alice = "https://r.example/users/alice"
+    known = bridge.settings
+    open_ = known.replace(moderation="open")
+    hold = known.replace(moderation="hold")
+    async with bridge.store.connect() as conn:
+        assert await moderation.initial_status(conn, known, alice, "ham") == "pending"  # first comment waits
+        assert await moderation.initial_status(conn, open_, alice, "ham") == "approved"
+        assert await moderation.initial_status(conn, hold, alice, "ham") == "pending"
+        assert await moderation.initial_status(conn, open_, alice, "spam") == "rejected"
+        assert await moderation.initial_status(conn, open_, alice, "unknown") == "pending"  # never auto-approve
+    await _comment(bridge, alice, "pending", 1)
+    async with bridge.store.connect() as conn:
+        assert await moderation.initial_status(conn, known, alice, "ham") == "pending"  # pending is not approved
+    await _comment(bridge, alice, "approved", 2)
+    async with bridge.store.connect() as conn:
+        assert await moderation.initial_status(conn, known, alice, "ham") == "approved"
+        assert await moderation.initial_status(conn, hold, alice, "ham") == "pending"
+        assert await moderation.initial_status(conn, known, "https://r.example/users/bob", "ham") == "pending"
+
+
+async def test_blocks_table_and_settings(bridge: Bridge) -> None:
+    settings: Any = bridge.settings.replace(blocked_domains=["conf.example"])
+    async with bridge.store.begin() as conn:
+        assert (await moderation.add_block(conn, "domain", "Spam.Example", utcnow()))[2] is True
+        assert (await moderation.add_block(conn, "domain", "spam.example", utcnow()))[2] is False
+        await moderation.add_block(conn, "actor", "https://ok.example/users/troll", utcnow())
+    async with bridge.store.connect() as conn:
+        assert await moderation.is_blocked(conn, settings, "https://x.spam.example/users/a")
+        assert await moderation.is_blocked(conn, settings, "https://conf.example/users/a")
+        assert await moderation.is_blocked(conn, settings, "https://ok.example/users/troll")
+        assert not await moderation.is_blocked(conn, settings, "https://ok.example/users/nice")
+        assert [b["value"] for b in await moderation.list_blocks(conn)] == [
+            "https://ok.example/users/troll", "spam.example"]
+    async with bridge.store.begin() as conn:
+        assert await moderation.remove_block(conn, "domain", "spam.example")
+        assert not await moderation.remove_block(conn, "domain", "spam.example")
+    async with bridge.store.connect() as conn:
+        assert not await moderation.is_blocked(conn, settings, "https://x.spam.example/users/a")
