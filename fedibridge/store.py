@@ -6,8 +6,9 @@ tables.py; this module only knows how to open, migrate and close the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 # Any constant works: it only has to be the same in every fedibridge process sharing a database.
 MIGRATION_LOCK_ID = 0x6665646962726964
-# Alembic keeps its context in module globals: two migrations at once in one process would trample them.
-_MIGRATION_THREAD_LOCK = threading.Lock()
+# Alembic keeps its context in module globals: two migrations at once in one process would trample them,
+# so they take turns (one lock per event loop: tests run several loops in one process).
+_MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def utcnow() -> datetime:
@@ -50,8 +52,7 @@ def head_revision() -> str | None:
 
 
 def _upgrade(connection: Connection) -> None:
-    with _MIGRATION_THREAD_LOCK:
-        command.upgrade(_alembic_config(connection), "head")
+    command.upgrade(_alembic_config(connection), "head")
 
 
 def _current(connection: Connection) -> str | None:
@@ -105,7 +106,9 @@ class Store:
 
     async def migrate(self) -> None:
         """Apply pending migrations; on PostgreSQL an advisory lock keeps concurrent starts from racing."""
-        async with self.engine.begin() as conn:
+        loop = asyncio.get_running_loop()
+        lock = _MIGRATION_LOCKS.setdefault(loop, asyncio.Lock())
+        async with lock, self.engine.begin() as conn:
             if self.is_postgres:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_ID})
             await conn.run_sync(_upgrade)

@@ -1,0 +1,44 @@
+"""Which handlers run for which activity type.
+
+Each feature module exposes `HANDLERS: dict[str, Handler]`; several may claim one type (Undo, Delete and
+Update concern both followers and comments), so all of them run, in module order. A handler looks at
+the activity and returns a short outcome label, or None when the activity was not its business.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
+MODULES = ("fedibridge.followers", "fedibridge.comments")
+
+
+def _build() -> dict[str, list[Handler]]:
+    table: dict[str, list[Handler]] = {}
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for kind, handler in getattr(module, "HANDLERS", {}).items():
+            table.setdefault(kind, []).append(handler)
+    return table
+
+
+HANDLERS: dict[str, list[Handler]] = _build()
+
+
+async def dispatch(app: web.Application, activity: dict[str, Any], actor_id: str) -> str:
+    """Run every handler for the activity's type; "ignored" when none applies or none cared."""
+    outcomes = []
+    for handler in HANDLERS.get(str(activity.get("type")), []):
+        outcome = await handler(app, activity, actor_id)
+        if outcome:
+            outcomes.append(outcome)
+    return "+".join(outcomes) if outcomes else "ignored"

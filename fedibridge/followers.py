@@ -1,0 +1,131 @@
+"""Followers: Follow → stored and a signed Accept queued; Undo(Follow) and actor Delete → removed.
+
+Handlers run from the inbox worker on stored activities and must be idempotent. Embedded objects are
+never trusted: the follower's inboxes come from its own actor document, fetched through the resolver.
+Follows are always accepted automatically, even with manually_approves_followers set (the flag is only
+advertised; a blog has no one to click "approve"). `Move` is deliberately left alone: following the new
+account would need a Follow of our own, which a publish-only actor never sends; the old row keeps
+working until the old server answers 410 to a delivery, which then removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .app import RESOLVER, SITE, STORE
+from .models import Follower
+from .objects import ACTOR_TYPES, as_list, ref_id
+from .queue import enqueue_to_inboxes, insert_ignore
+from .store import Store, utcnow
+from .tables import activities, followers
+from .vocab import accept_follow
+
+log = logging.getLogger(__name__)
+# Same shape as dispatch.Handler (not imported from there: dispatch imports this module).
+Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
+
+
+async def on_follow(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+    """Store (or refresh) the follower and queue an Accept to its inbox; a repeated Follow is re-accepted."""
+    site = app[SITE]
+    if ref_id(activity.get("object")) != site.actor_id:
+        return "not_for_us"
+    actor = await app[RESOLVER].actor(actor_id)
+    follow_id = ref_id(activity.get("id"))
+    now = utcnow()
+    follow = {**activity, "actor": actor_id}
+    # One Accept per Follow: the key derives from the Follow, so a re-run after a crash queues nothing new.
+    seed = follow_id or json.dumps(activity, sort_keys=True, ensure_ascii=False)
+    key = "accept-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+    accept = accept_follow(site, follow, key)
+    async with app[STORE].begin() as conn:
+        existed = await _upsert(conn, actor_id, actor.handle, actor.inbox, actor.shared_inbox, follow_id, now)
+        await conn.execute(insert_ignore(conn, activities).values(
+            key=key, type="Accept", object_id=follow_id, payload=accept, in_outbox=False, published=now))
+        row_id = (await conn.execute(select(activities.c.id).where(activities.c.key == key))).scalar_one()
+        await enqueue_to_inboxes(conn, row_id, [actor.inbox], now)
+    log.info("%s follower %s", "re-accepted" if existed else "new", actor_id)
+    return "reaccepted" if existed else "followed"
+
+
+async def _upsert(
+    conn: AsyncConnection, actor_id: str, handle: str, inbox: str, shared: str | None, follow_id: str | None,
+    now: Any,
+) -> bool:
+    """Insert or refresh the follower row; True when it already existed (its `since` is kept)."""
+    values = {"handle": handle, "inbox": inbox, "shared_inbox": shared, "follow_id": follow_id}
+    result = await conn.execute(insert_ignore(conn, followers).values(actor_id=actor_id, since=now, **values))
+    if result.rowcount == 1:
+        return False
+    await conn.execute(update(followers).where(followers.c.actor_id == actor_id).values(**values))
+    return True
+
+
+async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+    """Undo(Follow), given embedded (Mastodon, Misskey…) or as the Follow's id only (some servers)."""
+    obj = activity.get("object")
+    async with app[STORE].begin() as conn:
+        if isinstance(obj, dict):
+            if obj.get("type") != "Follow":
+                return None
+            if ref_id(obj.get("actor")) != actor_id or ref_id(obj.get("object")) != app[SITE].actor_id:
+                return "not_for_us"
+            where = followers.c.actor_id == actor_id
+        elif isinstance(obj, str):
+            where = and_(followers.c.actor_id == actor_id, followers.c.follow_id == obj)
+        else:
+            return None
+        result = await conn.execute(delete(followers).where(where))
+    return "unfollowed" if result.rowcount else None
+
+
+async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+    """Delete of the actor itself (account deletion): drop its follower row and cached documents."""
+    if ref_id(activity.get("object")) != actor_id:
+        return None
+    app[RESOLVER].forget(actor_id)
+    async with app[STORE].begin() as conn:
+        result = await conn.execute(delete(followers).where(followers.c.actor_id == actor_id))
+    return "follower_deleted" if result.rowcount else "actor_forgotten"
+
+
+async def on_update(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+    """Update of the actor itself: forget the cache; for a follower, refetch and refresh its inboxes."""
+    obj = activity.get("object")
+    if not isinstance(obj, dict) or ref_id(obj) != actor_id or not set(as_list(obj.get("type"))) & set(ACTOR_TYPES):
+        return None
+    resolver = app[RESOLVER]
+    resolver.forget(actor_id)
+    async with app[STORE].connect() as conn:
+        known = (await conn.execute(select(followers.c.id).where(followers.c.actor_id == actor_id))).first()
+    if known is None:
+        return "actor_forgotten"
+    actor = await resolver.actor(actor_id, refresh=True)  # the embedded copy is not proof: fetch from origin
+    async with app[STORE].begin() as conn:
+        await conn.execute(update(followers).where(followers.c.actor_id == actor_id).values(
+            handle=actor.handle, inbox=actor.inbox, shared_inbox=actor.shared_inbox))
+    return "follower_refreshed"
+
+
+HANDLERS: dict[str, Handler] = {
+    "Follow": on_follow,
+    "Undo": on_undo,
+    "Delete": on_delete,
+    "Update": on_update,
+}
+
+
+async def list_followers(store: Store) -> list[Follower]:
+    """All followers, oldest first."""
+    async with store.connect() as conn:
+        rows = await conn.execute(select(followers).order_by(followers.c.since, followers.c.id))
+        return [Follower(actor_id=r.actor_id, inbox=r.inbox, shared_inbox=r.shared_inbox, handle=r.handle,
+                         since=r.since) for r in rows]

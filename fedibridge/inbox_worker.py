@@ -1,0 +1,121 @@
+"""Handles stored inbox activities: claim due rows, dispatch by type, mark done or retry with backoff.
+
+The web side stores first and answers 202; this loop does the work, so a crash between the two loses
+nothing (the row is still pending, or its lease runs out and another pass picks it up). Handlers must be
+idempotent: a crash after a handler ran but before the row was marked done runs it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import and_, or_, select
+
+from .app import METRICS, STORE
+from .store import utcnow
+from .tables import inbox_items
+
+log = logging.getLogger(__name__)
+
+# Set by the web side (same process) when it stores an activity, so handling starts at once.
+WAKE = web.AppKey("inbox_wake", asyncio.Event)
+POLL_SECONDS = 1.0  # other processes (role=web) only reach us through the database
+BATCH = 20
+LEASE = timedelta(minutes=5)  # a claimed row not finished by then is considered abandoned
+MAX_ATTEMPTS = 5
+METRIC = "fedibridge_inbox_activities_total"
+
+
+def backoff(attempts: int) -> timedelta:
+    """10 s, 1 min, 5 min, 25 min…: handler failures are usually a remote being briefly unreachable."""
+    return timedelta(seconds=min(6 * 3600, 10 * 5 ** max(0, attempts - 1)))
+
+
+async def run(app: web.Application) -> None:
+    """Forever: handle what is due, then sleep until woken or the poll interval passes."""
+    wake = app.get(WAKE)
+    while True:
+        if wake is not None:
+            wake.clear()
+        try:
+            handled = await run_once(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("inbox worker pass failed")
+            handled = 0
+        if handled:
+            continue
+        if wake is None:
+            await asyncio.sleep(POLL_SECONDS)
+            continue
+        try:
+            await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+        except TimeoutError:
+            pass
+
+
+async def run_once(app: web.Application) -> int:
+    """Claim and handle one batch of due rows, in arrival order; returns how many were handled."""
+    rows = await claim(app, utcnow())
+    for row in rows:
+        await _handle(app, row)
+    return len(rows)
+
+
+async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list[Any]:
+    """Lease due pending rows to this process (SKIP LOCKED on PostgreSQL, compare-and-set on SQLite)."""
+    store = app[STORE]
+    due = and_(
+        inbox_items.c.state == "pending",
+        inbox_items.c.next_attempt_at <= now,
+        or_(inbox_items.c.locked_until.is_(None), inbox_items.c.locked_until < now),
+    )
+    async with store.begin() as conn:
+        pick = select(inbox_items.c.id).where(due).order_by(inbox_items.c.id).limit(limit)
+        if store.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        ids = [r.id for r in await conn.execute(pick)]
+        claimed = []
+        for item_id in ids:
+            result = await conn.execute(
+                inbox_items.update().where(and_(inbox_items.c.id == item_id, due))
+                .values(locked_until=now + LEASE, attempts=inbox_items.c.attempts + 1)
+            )
+            if result.rowcount == 1:
+                claimed.append(item_id)
+        if not claimed:
+            return []
+        rows = await conn.execute(select(inbox_items).where(inbox_items.c.id.in_(claimed)).order_by(inbox_items.c.id))
+        return list(rows)
+
+
+async def _handle(app: web.Application, row: Any) -> None:
+    from .dispatch import dispatch
+
+    metrics = app[METRICS]
+    try:
+        outcome = await dispatch(app, row.payload, row.actor)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        now = utcnow()
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        final = row.attempts >= MAX_ATTEMPTS
+        log.warning("inbox item %s (%s from %s) failed, attempt %s%s: %s", row.id, row.type, row.actor,
+                    row.attempts, " (giving up)" if final else "", error)
+        await _finish(app, row.id, state="failed" if final else "pending", error=error,
+                      next_attempt_at=now + backoff(row.attempts))
+        metrics.inc(METRIC, type=row.type, outcome="failed" if final else "retry")
+        return
+    await _finish(app, row.id, state="done", error=None if outcome != "ignored" else "ignored")
+    metrics.inc(METRIC, type=row.type, outcome=outcome)
+
+
+async def _finish(app: web.Application, item_id: int, **values: Any) -> None:
+    async with app[STORE].begin() as conn:
+        await conn.execute(inbox_items.update().where(inbox_items.c.id == item_id).values(locked_until=None, **values))

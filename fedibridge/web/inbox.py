@@ -1,0 +1,230 @@
+"""The actor inbox and the shared inbox: check, verify, store, answer 202; handling happens later.
+
+Order of checks (cheapest and least revealing first): content type (415), size (413), JSON shape (400),
+blocks (403), HTTP signature (401). An accepted activity is written to `inbox_items` *before* the 202
+goes out, so a crash right after answering loses nothing; the inbox worker handles it from the store.
+Duplicates (same activity id) are answered 202 and not stored again: servers re-send after errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+
+from ..app import METRICS, RESOLVER, SETTINGS, SITE, STORE
+from ..errors import (
+    BadRequest,
+    FedibridgeError,
+    FetchError,
+    Forbidden,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from ..inbox_worker import WAKE
+from ..objects import ref_id
+from ..queue import host_of, insert_ignore
+from ..resolver import authority_of
+from ..signatures import load_public_key, signature_key_id, verify_request
+from ..store import utcnow
+from ..tables import blocks, comments, followers, inbox_items
+from .common import AP_TYPES
+
+log = logging.getLogger(__name__)
+METRIC = "fedibridge_inbox_requests_total"
+
+
+class _Outcome(Exception):
+    """A non-error early answer (202 without storing), carrying its metrics label."""
+
+    def __init__(self, label: str, message: str) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+def setup(app: web.Application, prefix: str) -> None:
+    site = app[SITE]
+    app[WAKE] = asyncio.Event()
+    actor_path = f"{prefix}/users/{app[SETTINGS].username}"
+    for path in (f"{actor_path}/inbox", f"{prefix}/inbox"):
+        app.router.add_post(path, inbox)
+        app.router.add_get(path, _not_allowed)
+    log.debug("inbox routes for %s ready", site.actor_id)
+
+
+async def _not_allowed(request: web.Request) -> web.Response:
+    """Inboxes are write-only here: we do not expose what others sent us."""
+    raise web.HTTPMethodNotAllowed("GET", ["POST"])
+
+
+async def inbox(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    try:
+        label, message = await _receive(request)
+    except _Outcome as out:
+        metrics.inc(METRIC, outcome=out.label)
+        return web.json_response({"status": str(out)}, status=202)
+    except FedibridgeError as exc:
+        label = {400: "malformed", 401: "unauthorized", 403: "blocked", 413: "too_large",
+                 415: "unsupported_media_type"}.get(exc.status, "error")
+        metrics.inc(METRIC, outcome=label)
+        log.info("inbox refused %s from %s: %s", exc.status, request.remote, exc)
+        raise
+    metrics.inc(METRIC, outcome=label)
+    return web.json_response({"status": message}, status=202)
+
+
+async def _receive(request: web.Request) -> tuple[str, str]:
+    settings = request.app[SETTINGS]
+    if request.content_type not in AP_TYPES:
+        raise UnsupportedMediaType(f"content type must be one of {', '.join(AP_TYPES)}")
+    body = await _read_capped(request, settings.max_inbox_bytes)
+    activity = _parse(body)
+    actor_id: str = activity["actor"]
+    await _check_blocks(request, actor_id, signature_key_id(request.headers))
+    owner = await _verify(request, body, activity)
+    ap_id = _ap_id(activity, actor_id, body)
+    now = utcnow()
+    async with request.app[STORE].begin() as conn:
+        result = await conn.execute(insert_ignore(conn, inbox_items).values(
+            ap_id=ap_id, type=str(activity["type"])[:40], actor=actor_id, key_owner=owner, payload=activity,
+            received_at=now, state="pending", attempts=0, next_attempt_at=now,
+        ))
+    if result.rowcount == 0:
+        return "duplicate", "already received"
+    wake = request.app.get(WAKE)
+    if wake is not None:
+        wake.set()
+    return "accepted", "accepted"
+
+
+async def _read_capped(request: web.Request, limit: int) -> bytes:
+    """Refuse on the declared length first; otherwise stop reading as soon as the cap is passed."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        buf += chunk
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return bytes(buf)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        activity = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("malformed JSON") from None
+    if not isinstance(activity, dict):
+        raise BadRequest("activity must be a JSON object")
+    if not isinstance(activity.get("type"), str) or not activity["type"]:
+        raise BadRequest("activity has no type")
+    actor = ref_id(activity.get("actor"))
+    if not actor or not actor.startswith(("https://", "http://")):
+        raise BadRequest("activity has no actor")
+    activity["actor"] = actor  # embedded actor objects are never trusted: keep the id only
+    return activity
+
+
+def _domain_blocked(host: str, blocked: set[str]) -> bool:
+    """`example.com` blocks `example.com`, `example.com:8443` and every subdomain."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in blocked or any(name == b or name.endswith("." + b) for b in blocked)
+
+
+async def _check_blocks(request: web.Request, actor_id: str, key_id: str | None) -> None:
+    settings = request.app[SETTINGS]
+    hosts = {host_of(actor_id)} | ({host_of(key_id)} if key_id else set())
+    async with request.app[STORE].connect() as conn:
+        rows = (await conn.execute(select(blocks.c.kind, blocks.c.value))).all()
+    domains = {d.lower() for d in settings.blocked_domains} | {r.value.lower() for r in rows if r.kind == "domain"}
+    actors = set(settings.blocked_actors) | {r.value for r in rows if r.kind == "actor"}
+    if actor_id in actors or any(_domain_blocked(h, domains) for h in hosts):
+        raise Forbidden("blocked")
+
+
+async def _verify(request: web.Request, body: bytes, activity: dict[str, Any]) -> str | None:
+    """Return the key owner once the signature is proven; raise Unauthorized with the reason otherwise.
+
+    Returns None only for the one unverifiable case we accept: a Delete of an actor whose own server
+    answers 410 Gone for it (Mastodon deletes the account, then announces it; the key is gone too).
+    """
+    resolver = request.app[RESOLVER]
+    actor_id: str = activity["actor"]
+    key_id = signature_key_id(request.headers)
+    if key_id is None:
+        raise Unauthorized("request is not signed (no Signature header or no keyId)")
+    if not key_id.startswith(("https://", "http://")):
+        raise Unauthorized("keyId is not an http(s) URL")
+    if authority_of(key_id) != authority_of(actor_id):
+        raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
+    window = timedelta(seconds=request.app[SETTINGS].signature_window)
+    reason = ""
+    for refresh in (False, True):
+        try:
+            owner, pem = await resolver.key(key_id, refresh=refresh)
+        except FetchError as exc:
+            if await _gone_actor_delete(request, activity, exc):
+                return None
+            after = f" (after: {reason})" if reason else ""
+            raise Unauthorized(f"cannot fetch key {key_id}: {exc}{after}") from None
+        try:
+            public_key = load_public_key(pem)
+        except ValueError:
+            raise Unauthorized(f"key {key_id} is not a usable RSA public key") from None
+        result = verify_request(request.method, request.raw_path, request.headers, body, public_key, utcnow(), window)
+        if result.ok:
+            # Same host, not same actor: Mastodon relays and instance actors sign for their own server.
+            if owner != actor_id and authority_of(owner) != authority_of(actor_id):
+                raise Unauthorized(f"key owner {owner} may not speak for {actor_id}")
+            return owner
+        reason = result.reason
+        if not reason.startswith("signature mismatch"):
+            break  # only a mismatch can be cured by a fresh key (rotation); a stale Date cannot
+    raise Unauthorized(f"signature verification failed: {reason}")
+
+
+async def _gone_actor_delete(request: web.Request, activity: dict[str, Any], exc: FetchError) -> bool:
+    """Accept a self-Delete of an actor whose origin answers 410 Gone, if we know that actor.
+
+    Nothing is verified by a signature here: the origin itself saying Gone is the proof. Mastodon skips
+    such Deletes for unknown accounts (it sends them to every server it ever talked to), and so do we:
+    unknown actor → 202, nothing stored. A known follower/commenter → stored, the handlers remove it.
+    """
+    actor_id: str = activity["actor"]
+    if activity.get("type") != "Delete" or ref_id(activity.get("object")) != actor_id or exc.http_status != 410:
+        return False
+    try:
+        await request.app[RESOLVER].client.fetch_json(actor_id)
+        return False  # the actor still exists: the key problem is real, refuse
+    except FetchError as again:
+        if again.http_status != 410:
+            return False
+    async with request.app[STORE].connect() as conn:
+        known = (await conn.execute(select(followers.c.id).where(followers.c.actor_id == actor_id))).first()
+        if known is None:
+            known = (await conn.execute(
+                select(comments.c.id).where(comments.c.author_id == actor_id).limit(1))).first()
+    if known is None:
+        raise _Outcome("gone_unknown", "actor gone and unknown here; ignored")
+    log.info("accepting unsigned-verifiable Delete of gone actor %s", actor_id)
+    return True
+
+
+def _ap_id(activity: dict[str, Any], actor_id: str, body: bytes) -> str:
+    """Dedupe key: the activity id when it lives on the actor's host, else a hash of the exact body.
+
+    An id on another host could be a forged claim to someone else's activity id, used to make us
+    drop the real one as a "duplicate".
+    """
+    raw = activity.get("id")
+    if isinstance(raw, str) and raw.startswith(("https://", "http://")) and host_of(raw) == host_of(actor_id):
+        return raw
+    return "sha256:" + hashlib.sha256(body).hexdigest()
