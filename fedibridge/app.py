@@ -38,6 +38,8 @@ ROLE = web.AppKey("role", str)
 WORKER_ID = web.AppKey("worker_id", str)
 # Background jobs started for the worker role: (name, coroutine factory taking the app).
 JOBS = web.AppKey("jobs", list)
+# Snapshot of the blocklists the inbox checks on every request; cleared when an admin changes blocks.
+BLOCK_CACHE = web.AppKey("block_cache", dict)
 
 JobFactory = Callable[[web.Application], Awaitable[None]]
 
@@ -87,6 +89,7 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     app[METRICS] = Metrics()
     app[WORKER_ID] = f"{socket.gethostname()}:{os.getpid()}:{id(app):x}"
     app[JOBS] = []
+    app[BLOCK_CACHE] = {}
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_http_client)
     if role in ("all", "web"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fedibridge.tables import blocks, deliveries, followers, inbox_items
+from fedibridge.web.inbox import BLOCKS_TTL
 from tests.conftest import Bridge, BridgeFactory, wait_for
 from tests.remote import RemoteAccount, RemoteInstance
 
@@ -101,12 +103,20 @@ async def test_blocked_domain_and_actor_are_403(make_bridge: BridgeFactory) -> N
         troll = bad.add_actor("troll")
         status, _ = await bad.send(troll, inbox_of(bridge), bad.follow(troll, bridge.actor))
         assert status == 403
-        # Blocks added at runtime (the blocks table) count too.
+        # Blocks added at runtime through the admin API apply at once.
         mallory = other.add_actor("mallory")
+        async with bridge.http.post(f"{bridge.url}/api/blocks", headers=bridge.admin,
+                                    json={"kind": "actor", "value": mallory.id}) as resp:
+            assert resp.status == 201
+        status, _ = await other.send(mallory, inbox_of(bridge), other.follow(mallory, bridge.actor))
+        assert status == 403
+        # A block written by another process (the CLI) applies once the inbox's snapshot expires.
+        eve = other.add_actor("eve")
         async with bridge.store.begin() as conn:
             from fedibridge.store import utcnow
-            await conn.execute(blocks.insert().values(kind="actor", value=mallory.id, created_at=utcnow()))
-        status, _ = await other.send(mallory, inbox_of(bridge), other.follow(mallory, bridge.actor))
+            await conn.execute(blocks.insert().values(kind="actor", value=eve.id, created_at=utcnow()))
+        await asyncio.sleep(BLOCKS_TTL + 0.1)
+        status, _ = await other.send(eve, inbox_of(bridge), other.follow(eve, bridge.actor))
         assert status == 403
         assert await n_rows(bridge, inbox_items) == 0
 

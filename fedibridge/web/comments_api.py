@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from .. import comments as store_comments
 from .. import moderation
-from ..app import SETTINGS, SITE, STORE
+from ..app import BLOCK_CACHE, SETTINGS, SITE, STORE
 from ..articles import article_from_row
 from ..errors import BadRequest, NotFound
 from ..feeds import FeedSite, comment_feed, feed_etag
@@ -217,6 +217,7 @@ async def add_block(request: web.Request) -> web.Response:
     async with request.app[STORE].begin() as conn:
         k, v, new = await moderation.add_block(conn, kind, value, utcnow())
         rejected = await store_comments.reject_blocked(conn, request.app[SETTINGS])
+    request.app[BLOCK_CACHE].clear()
     return json_response({"kind": k, "value": v, "rejected": rejected}, status=201 if new else 200)
 
 
@@ -225,6 +226,7 @@ async def remove_block(request: web.Request) -> web.Response:
     kind, value = await _block_body(request)
     async with request.app[STORE].begin() as conn:
         removed = await moderation.remove_block(conn, kind, value)
+    request.app[BLOCK_CACHE].clear()
     if not removed:
         raise NotFound(f"no {kind} block for {value}")
     return json_response({"removed": True})

@@ -12,13 +12,14 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
 
-from ..app import METRICS, RESOLVER, SETTINGS, SITE, STORE
+from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from ..errors import (
     BadRequest,
     FedibridgeError,
@@ -29,12 +30,14 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..inbox_worker import WAKE
+from ..intake import InboxWriter
+from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
-from ..queue import host_of, insert_ignore
+from ..queue import host_of
 from ..resolver import authority_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
-from ..tables import blocks, comments, followers, inbox_items
+from ..tables import comments, followers
 from .common import AP_TYPES
 
 log = logging.getLogger(__name__)
@@ -49,14 +52,25 @@ class _Outcome(Exception):
         self.label = label
 
 
+WRITER = web.AppKey("inbox_writer", InboxWriter)
+BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
+
+
 def setup(app: web.Application, prefix: str) -> None:
     site = app[SITE]
     app[WAKE] = asyncio.Event()
+    app.cleanup_ctx.append(_writer)
     actor_path = f"{prefix}/users/{app[SETTINGS].username}"
     for path in (f"{actor_path}/inbox", f"{prefix}/inbox"):
         app.router.add_post(path, inbox)
         app.router.add_get(path, _not_allowed)
     log.debug("inbox routes for %s ready", site.actor_id)
+
+
+async def _writer(app: web.Application) -> AsyncIterator[None]:
+    app[WRITER] = InboxWriter(app[STORE])
+    yield
+    await app[WRITER].close()
 
 
 async def _not_allowed(request: web.Request) -> web.Response:
@@ -92,12 +106,11 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     owner = await _verify(request, body, activity)
     ap_id = _ap_id(activity, actor_id, body)
     now = utcnow()
-    async with request.app[STORE].begin() as conn:
-        result = await conn.execute(insert_ignore(conn, inbox_items).values(
-            ap_id=ap_id, type=str(activity["type"])[:40], actor=actor_id, key_owner=owner, payload=activity,
-            received_at=now, state="pending", attempts=0, next_attempt_at=now,
-        ))
-    if result.rowcount == 0:
+    stored = await request.app[WRITER].add(dict(
+        ap_id=ap_id, type=str(activity["type"])[:40], actor=actor_id, key_owner=owner, payload=activity,
+        received_at=now, state="pending", attempts=0, next_attempt_at=now, locked_until=None, error=None,
+    ))
+    if not stored:
         return "duplicate", "already received"
     wake = request.app.get(WAKE)
     if wake is not None:
@@ -133,20 +146,16 @@ def _parse(body: bytes) -> dict[str, Any]:
     return activity
 
 
-def _domain_blocked(host: str, blocked: set[str]) -> bool:
-    """`example.com` blocks `example.com`, `example.com:8443` and every subdomain."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return host in blocked or any(name == b or name.endswith("." + b) for b in blocked)
-
-
 async def _check_blocks(request: web.Request, actor_id: str, key_id: str | None) -> None:
-    settings = request.app[SETTINGS]
-    hosts = {host_of(actor_id)} | ({host_of(key_id)} if key_id else set())
-    async with request.app[STORE].connect() as conn:
-        rows = (await conn.execute(select(blocks.c.kind, blocks.c.value))).all()
-    domains = {d.lower() for d in settings.blocked_domains} | {r.value.lower() for r in rows if r.kind == "domain"}
-    actors = set(settings.blocked_actors) | {r.value for r in rows if r.kind == "actor"}
-    if actor_id in actors or any(_domain_blocked(h, domains) for h in hosts):
+    """Refuse blocked actors and servers (the key's server too), from a short-lived snapshot of the lists."""
+    cache = request.app[BLOCK_CACHE]
+    loop = asyncio.get_running_loop()
+    if cache.get("until", 0.0) < loop.time():
+        async with request.app[STORE].connect() as conn:
+            cache["lists"] = await block_lists(conn, request.app[SETTINGS])
+        cache["until"] = loop.time() + BLOCKS_TTL
+    domains, actors = cache["lists"]
+    if blocked_by(actor_id, domains, actors) or (key_id and blocked_by(key_id, domains, set())):
         raise Forbidden("blocked")
 
 

@@ -1,0 +1,119 @@
+"""`fedibridge followers` and `fedibridge deliveries` on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from fedibridge.cli import main
+from fedibridge.store import Store, utcnow
+from fedibridge.tables import activities, deliveries, domains, followers
+
+
+def _config(tmp_path: Path, database_url: str) -> str:
+    path = tmp_path / "fedibridge.toml"
+    path.write_text(f'base_url = "https://blog.example"\ndatabase_url = "{database_url}"\n'
+                    f'keys_dir = "{tmp_path / "keys"}"\n', encoding="utf-8")
+    return str(path)
+
+
+async def _seed(database_url: str) -> None:
+    store = await Store.open(database_url)
+    now = utcnow()
+    try:
+        async with store.begin() as conn:
+            await conn.execute(followers.insert(), [
+                {"actor_id": "https://mastodon.example/users/léa", "handle": "@léa@mastodon.example",
+                 "inbox": "https://mastodon.example/users/l%C3%A9a/inbox",
+                 "shared_inbox": "https://mastodon.example/inbox", "since": datetime(2024, 3, 1, 9, 30, tzinfo=UTC)},
+                {"actor_id": "https://gts.example/users/bob", "handle": "@bob@gts.example",
+                 "inbox": "https://gts.example/users/bob/inbox", "shared_inbox": None,
+                 "since": datetime(2024, 3, 2, tzinfo=UTC)},
+            ])
+            aid = (await conn.execute(activities.insert().values(
+                key="k1", type="Create", payload={"type": "Create"}, published=now))).inserted_primary_key[0]
+            base = {"activity_id": aid, "kind": "ap", "next_attempt_at": now, "created_at": now, "last_status": None,
+                    "last_error": None, "finished_at": None}
+            await conn.execute(deliveries.insert(), [
+                {**base, "inbox": "https://mastodon.example/inbox", "host": "mastodon.example", "state": "done",
+                 "attempts": 1},
+                {**base, "inbox": "https://gts.example/users/bob/inbox", "host": "gts.example", "state": "pending",
+                 "attempts": 3, "last_error": "HTTP 503"},
+                {**base, "inbox": "https://misskey.example/inbox", "host": "misskey.example", "state": "pending",
+                 "attempts": 0},
+                {**base, "inbox": "https://gone.example/inbox", "host": "gone.example", "state": "failed",
+                 "attempts": 1, "last_status": 404, "last_error": "HTTP 404: Record « introuvable »",
+                 "finished_at": now},
+            ])
+            await conn.execute(domains.insert().values(host="dead.example", unavailable=True,
+                                                       failing_since=now - timedelta(days=8)))
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, database_url: str) -> str:
+    asyncio.run(_seed(database_url))
+    return _config(tmp_path, database_url)
+
+
+def test_followers_table_and_json(config_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["followers", "--config", config_file]) == 0
+    out = capsys.readouterr().out
+    assert "@léa@mastodon.example" in out and "https://mastodon.example/inbox" in out and "2024-03-01 09:30" in out
+    assert "2 follower(s)" in out
+    assert main(["followers", "--config", config_file, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total"] == 2
+    assert data["followers"][0] == {
+        "id": "https://mastodon.example/users/léa", "handle": "@léa@mastodon.example",
+        "inbox": "https://mastodon.example/users/l%C3%A9a/inbox", "shared_inbox": "https://mastodon.example/inbox",
+        "since": "2024-03-01T09:30:00Z"}
+
+
+def test_deliveries_summary(config_file: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deliveries", "--config", config_file]) == 0
+    out = capsys.readouterr().out
+    assert "pending 1  retrying 1  failed 1  done 1" in out
+    assert "gts.example" in out and "dead.example" in out
+    assert main(["deliveries", "--config", config_file, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"] == {"pending": 1, "retrying": 1, "failed": 1, "done": 1}
+    hosts = {h["host"]: h for h in data["hosts"]}
+    assert hosts["gts.example"]["pending"] == 1 and hosts["gone.example"]["failed"] == 1
+    assert [d["host"] for d in data["unavailable"]] == ["dead.example"]
+
+
+def test_failed_listing_and_retry(config_file: str, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deliveries", "--config", config_file, "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert "https://gone.example/inbox" in out and "HTTP 404: Record « introuvable »" in out
+    assert "misskey" not in out
+    assert main(["deliveries", "--config", config_file, "--retry-failed"]) == 0
+    assert "requeued 1 failed delivery" in capsys.readouterr().out
+
+    async def check() -> None:
+        store = await Store.open(database_url)
+        try:
+            async with store.connect() as conn:
+                row = (await conn.execute(select(deliveries).where(deliveries.c.host == "gone.example"))).one()
+        finally:
+            await store.close()
+        assert row.state == "pending" and row.attempts == 0 and row.next_attempt_at <= utcnow()
+
+    asyncio.run(check())
+    assert main(["deliveries", "--config", config_file, "--failed"]) == 0
+    assert "no failed deliveries" in capsys.readouterr().out
+
+
+def test_empty_database(tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, database_url)
+    assert main(["followers", "--config", cfg]) == 0
+    assert "no followers yet" in capsys.readouterr().out
+    assert main(["deliveries", "--config", cfg]) == 0
+    assert "pending 0  retrying 0  failed 0  done 0" in capsys.readouterr().out
