@@ -78,7 +78,8 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     from .web.middleware import error_middleware
     from .web.routes import setup_routes
 
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_inbox_bytes)
+    body_cap = max(settings.max_inbox_bytes, settings.max_article_bytes)
+    app = web.Application(middlewares=[error_middleware], client_max_size=body_cap)
     keys, _ = ensure_keypair(settings.keys_path)
     token = settings.admin_token or ensure_admin_token(settings.keys_path)[0]
     app[SETTINGS] = settings

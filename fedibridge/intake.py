@@ -65,8 +65,9 @@ class InboxWriter:
             rows.setdefault(row["ap_id"], row)  # the same activity twice in one batch: store it once
         try:
             async with self.store.begin() as conn:
-                stmt = insert_ignore(conn, inbox_items).values(list(rows.values())).returning(inbox_items.c.ap_id)
-                inserted = {r.ap_id for r in await conn.execute(stmt)}
+                # executemany + RETURNING: one cached compiled statement (SQLAlchemy's insertmanyvalues)
+                stmt = insert_ignore(conn, inbox_items).returning(inbox_items.c.ap_id)
+                inserted = {r.ap_id for r in await conn.execute(stmt, list(rows.values()))}
         except (SQLAlchemyError, OSError) as exc:
             log.error("storing %d inbox activities failed: %s", len(batch), exc)
             for _, fut in batch:

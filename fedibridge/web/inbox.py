@@ -102,8 +102,9 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     body = await _read_capped(request, settings.max_inbox_bytes)
     activity = _parse(body)
     actor_id: str = activity["actor"]
-    await _check_blocks(request, actor_id, signature_key_id(request.headers))
-    owner = await _verify(request, body, activity)
+    key_id = signature_key_id(request.headers)
+    await _check_blocks(request, actor_id, key_id)
+    owner = await _verify(request, body, activity, key_id)
     ap_id = _ap_id(activity, actor_id, body)
     now = utcnow()
     stored = await request.app[WRITER].add(dict(
@@ -119,15 +120,13 @@ async def _receive(request: web.Request) -> tuple[str, str]:
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
-    """Refuse on the declared length first; otherwise stop reading as soon as the cap is passed."""
+    """Refuse on the declared length first; aiohttp itself stops reading past client_max_size (413)."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    buf = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        buf += chunk
-        if len(buf) > limit:
-            raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return bytes(buf)
+    body = await request.read()
+    if len(body) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return body
 
 
 def _parse(body: bytes) -> dict[str, Any]:
@@ -159,7 +158,7 @@ async def _check_blocks(request: web.Request, actor_id: str, key_id: str | None)
         raise Forbidden("blocked")
 
 
-async def _verify(request: web.Request, body: bytes, activity: dict[str, Any]) -> str | None:
+async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], key_id: str | None) -> str | None:
     """Return the key owner once the signature is proven; raise Unauthorized with the reason otherwise.
 
     Returns None only for the one unverifiable case we accept: a Delete of an actor whose own server
@@ -167,7 +166,6 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any]) -
     """
     resolver = request.app[RESOLVER]
     actor_id: str = activity["actor"]
-    key_id = signature_key_id(request.headers)
     if key_id is None:
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
     if not key_id.startswith(("https://", "http://")):
