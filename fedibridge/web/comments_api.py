@@ -17,6 +17,7 @@ from .. import comments as store_comments
 from .. import moderation
 from ..app import BLOCK_CACHE, SETTINGS, SITE, STORE
 from ..articles import article_from_row
+from ..delivery import notify
 from ..errors import BadRequest, NotFound
 from ..feeds import FeedSite, comment_feed, feed_etag
 from ..store import utcnow
@@ -35,10 +36,10 @@ def setup(app: web.Application, prefix: str) -> None:
     r.add_route("OPTIONS", prefix + "/api/articles/{slug}/comments", preflight)
     r.add_get(prefix + "/api/comments", comments_index)
     r.add_route("OPTIONS", prefix + "/api/comments", preflight)
-    r.add_post(prefix + r"/api/comments/{id:\d+}/approve", approve)
-    r.add_post(prefix + r"/api/comments/{id:\d+}/reject", reject)
-    r.add_get(prefix + r"/api/comments/{id:\d+}", get_one)
-    r.add_delete(prefix + r"/api/comments/{id:\d+}", delete_one)
+    r.add_post(prefix + r"/api/comments/{id:\d{1,9}}/approve", approve)
+    r.add_post(prefix + r"/api/comments/{id:\d{1,9}}/reject", reject)
+    r.add_get(prefix + r"/api/comments/{id:\d{1,9}}", get_one)
+    r.add_delete(prefix + r"/api/comments/{id:\d{1,9}}", delete_one)
     r.add_get(prefix + "/api/blocks", list_blocks)
     r.add_post(prefix + "/api/blocks", add_block)
     r.add_delete(prefix + "/api/blocks", remove_block)
@@ -154,6 +155,7 @@ async def _moderate(request: web.Request, status: str) -> web.Response:
         c = await store_comments.set_status(conn, request.app[SETTINGS], int(request.match_info["id"]), status)
     if c is None:
         raise NotFound("no such comment")
+    notify(request.app)  # a webhook event may be queued
     return json_response(store_comments.comment_json(c, admin=True, nested=False))
 
 
