@@ -65,7 +65,6 @@ def make_site(settings: Settings, keys: KeyPair) -> Site:
         header_url=settings.header_url or None,
         object_type=settings.object_type,  # type: ignore[arg-type]
         content_mode=settings.content_mode,  # type: ignore[arg-type]
-        manually_approves_followers=settings.manually_approves_followers,
         discoverable=settings.discoverable,
         indexable=settings.indexable,
         tag_url_template=settings.tag_url_template,

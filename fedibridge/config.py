@@ -52,7 +52,6 @@ class Settings:
     feed_poll_interval: int = 900
     max_article_bytes: int = 1_048_576
     # actor
-    manually_approves_followers: bool = False
     discoverable: bool = True
     indexable: bool = True
     # inbox and delivery
@@ -62,6 +61,7 @@ class Settings:
     delivery_concurrency: int = 64
     delivery_per_host: int = 4
     delivery_max_attempts: int = 16
+    delivery_lease_seconds: int = 300  # a worker's claim on a delivery row; others take it over after this
     domain_unavailable_days: int = 7
     fetch_timeout: float = 10.0
     # comments
@@ -186,7 +186,8 @@ def validate(s: Settings) -> Settings:
     if not 0 < s.port < 65536:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",
-                 "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes"):
+                 "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes",
+                 "delivery_lease_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
     if s.webhook_url and not s.webhook_secret:

@@ -2,8 +2,9 @@
 
 Handlers run from the inbox worker on stored activities and must be idempotent. Embedded objects are
 never trusted: the follower's inboxes come from its own actor document, fetched through the resolver.
-Follows are always accepted automatically, even with manually_approves_followers set (the flag is only
-advertised; a blog has no one to click "approve"). `Move` is deliberately left alone: following the new
+Follows are always accepted automatically (the actor says manuallyApprovesFollowers: false; a blog has
+no one to click "approve", and follows stuck on "requested" are what users hate most).
+`Move` is deliberately left alone: following the new
 account would need a Follow of our own, which a publish-only actor never sends; the old row keeps
 working until the old server answers 410 to a delivery, which then removes it.
 """
