@@ -218,7 +218,7 @@ def parse_feed(body: bytes, content_type: str = "") -> list[Entry]:
     if "json" in content_type.lower() or body.lstrip()[:1] == b"{":
         try:
             doc = json.loads(body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise FeedError(f"invalid JSON Feed: {exc}") from None
         return _json_entries(doc)
     headers = {"content-type": content_type} if content_type else {}

@@ -324,7 +324,7 @@ class GuardedClient:
             raise FetchError(f"{resp.url} answered {media_type or 'no content type'}, not JSON")
         try:
             doc = json.loads(resp.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise FetchError(f"invalid JSON from {resp.url}") from exc
         if not isinstance(doc, dict):
             raise FetchError(f"{resp.url} did not return a JSON object")

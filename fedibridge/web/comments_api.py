@@ -190,7 +190,7 @@ async def delete_one(request: web.Request) -> web.Response:
 async def _block_body(request: web.Request) -> tuple[str, str]:
     try:
         data = json.loads(await request.text() or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("body must be JSON {\"kind\": \"domain\"|\"actor\", \"value\": ...}") from None
     kind, value = (data.get("kind"), data.get("value")) if isinstance(data, dict) else (None, None)
     if not isinstance(value, str) or not value.strip():

@@ -49,7 +49,7 @@ async def _read_json(request: web.Request, limit: int) -> Any:
             raise PayloadTooLarge(f"article larger than {limit} bytes (max_article_bytes)")
     try:
         return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("body must be a JSON object (UTF-8)") from None
 
 
