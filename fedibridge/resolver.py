@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
+from ipaddress import ip_address
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urldefrag
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
 from .errors import FetchError
+from .netguard import BlockedAddress, GuardedResolver, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
 
@@ -34,57 +33,12 @@ Scheme = Literal["cavage", "rfc9421"]
 
 AP_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_CGNAT = ip_network("100.64.0.0/10")
-_NAT64 = ip_network("64:ff9b::/96")
 _MAX_HOSTS = 10_000
 _T = TypeVar("_T")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def is_public_address(address: str | IPv4Address | IPv6Address) -> bool:
-    """True only for globally routable unicast addresses; v4 wrapped in v6 is judged as the v4 inside."""
-    ip = ip_address(address.split("%", 1)[0]) if isinstance(address, str) else address
-    if isinstance(ip, IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return is_public_address(ip.ipv4_mapped)
-        if ip in _NAT64:  # 64:ff9b::a.b.c.d reaches a.b.c.d through a NAT64 gateway
-            return is_public_address(IPv4Address(int(ip) & 0xFFFF_FFFF))
-        if ip.sixtofour is not None and not is_public_address(ip.sixtofour):
-            return False
-        if ip.teredo is not None or ip.is_site_local:
-            return False
-    elif ip in _CGNAT:
-        return False
-    return ip.is_global and not (
-        ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-        or ip.is_reserved or ip.is_unspecified
-    )
-
-
-class BlockedAddress(OSError):
-    """Raised inside the connector so aiohttp never opens a socket to a refused address."""
-
-
-class _GuardedResolver(AbstractResolver):
-    """Resolve with aiohttp's default resolver, then refuse the host if ANY answer is not public."""
-
-    def __init__(self, inner: AbstractResolver) -> None:
-        self._inner = inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        for result in results:
-            if not is_public_address(result["host"]):
-                raise BlockedAddress(f"{host} resolves to non-public address {result['host']}")
-        return results
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -155,7 +109,7 @@ class GuardedClient:
         if self._session is not None:
             return
         inner = DefaultResolver()
-        resolver = inner if self._allow_private else _GuardedResolver(inner)
+        resolver = inner if self._allow_private else GuardedResolver(inner)
         connector = aiohttp.TCPConnector(resolver=resolver, limit=100, limit_per_host=8, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
