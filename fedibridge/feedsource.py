@@ -21,7 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import feedparser  # type: ignore[import-untyped]
+import feedparser
 from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError

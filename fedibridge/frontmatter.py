@@ -10,8 +10,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import markdown  # type: ignore[import-untyped]
-import yaml  # type: ignore[import-untyped]
+import markdown
+import yaml
 
 from .errors import BadRequest
 

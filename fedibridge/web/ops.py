@@ -22,7 +22,7 @@ async def metrics(request: web.Request) -> web.Response:
             select(deliveries.c.state, func.count()).group_by(deliveries.c.state))).all()
         inbox_pending = (await conn.execute(
             select(func.count()).select_from(inbox_items).where(inbox_items.c.state == "pending"))).scalar_one()
-    gauges = {
+    gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {
         "fedibridge_delivery_queue": ("Delivery rows by state.", [({"state": s}, n) for s, n in by_state]),
         "fedibridge_inbox_queue": ("Inbox activities waiting to be handled.", [({}, inbox_pending)]),
     }
