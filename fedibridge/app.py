@@ -101,17 +101,11 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
 
 
 def _register_jobs(app: web.Application) -> None:
-    """Each job module exposes `run(app)`; imported lazily so the web role needs none of them."""
-    import importlib
+    """Each job module exposes `run(app)`; imported here so the web role loads none of them."""
+    from . import delivery, feedsource, inbox_worker
 
-    for module in ("fedibridge.delivery", "fedibridge.inbox_worker", "fedibridge.feedsource"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        app[JOBS].append((module.rsplit(".", 1)[1], mod.run))
+    for module in (delivery, inbox_worker, feedsource):
+        app[JOBS].append((module.__name__.rsplit(".", 1)[1], module.run))
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

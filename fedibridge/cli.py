@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import signal
 import sys
@@ -18,9 +17,6 @@ from typing import Any
 from . import __version__, config
 from .errors import ConfigError, FedibridgeError
 from .keys import ensure_admin_token, ensure_keypair
-
-# Modules adding subcommands with `add_commands(subparsers) -> None`; each sets `func` on its parser.
-COMMAND_MODULES = ("fedibridge.cli_articles", "fedibridge.cli_delivery", "fedibridge.cli_comments")
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -214,13 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("doctor", cmd_doctor, "check configuration, keys, database and migrations")
 
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    # Feature commands: each module adds its subparsers through `add` and sets their `func`.
+    from . import cli_articles, cli_comments, cli_delivery
+
+    for module in (cli_articles, cli_delivery, cli_comments):
         module.add_commands(add)
     return parser
 

@@ -7,26 +7,20 @@ the activity and returns a short outcome label, or None when the activity was no
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from . import comments, followers
+
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
-MODULES = ("fedibridge.followers", "fedibridge.comments")
 
 
 def _build() -> dict[str, list[Handler]]:
     table: dict[str, list[Handler]] = {}
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        for kind, handler in getattr(module, "HANDLERS", {}).items():
+    for module in (followers, comments):
+        for kind, handler in module.HANDLERS.items():
             table.setdefault(kind, []).append(handler)
     return table
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..app import SETTINGS
-from . import discovery, ops
+from . import api, comments_api, discovery, inbox, ops, publishing, widget
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None`.
-FEATURES = ("publishing", "inbox", "api", "comments_api", "widget")
+FEATURES = (publishing, inbox, api, comments_api, widget)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -32,11 +31,5 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(actor + "/collections/featured", discovery.empty_collection)
     r.add_get(prefix + "/healthz", ops.healthz)
     r.add_get(prefix + "/metrics", ops.metrics)
-    for name in FEATURES:
-        try:
-            module = importlib.import_module(f"{__package__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.{name}":
-                raise
-            continue
+    for module in FEATURES:
         module.setup(app, prefix)
