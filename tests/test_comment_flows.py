@@ -13,7 +13,8 @@ from fedibridge import articles, webhook
 from fedibridge.app import METRICS, SITE
 from fedibridge.tables import comments, inbox_items
 
-from .conftest import Bridge, BridgeFactory, free_port, wait_for
+from .conftest import Bridge, BridgeFactory, wait_for
+from .loopback import LoopbackServer
 from .remote import PUBLIC, RemoteInstance
 from .test_moderation import FakeAkismet
 
@@ -63,19 +64,19 @@ async def feed(bridge: Bridge, path: str) -> str:
         return await resp.text()
 
 
-class WebhookSink:
+class WebhookSink(LoopbackServer):
     """The blog's side of the webhook: checks the HMAC exactly as the README tells blogs to."""
 
+    path = "/hook"
+
     def __init__(self, secret: str) -> None:
+        super().__init__()
         self.secret = secret
         self.events: list[dict[str, Any]] = []
         self.bad: int = 0
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(self.path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -87,18 +88,6 @@ class WebhookSink:
 
     def of(self, event: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == event]
-
-    async def __aenter__(self) -> WebhookSink:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 async def test_replies_edits_deletes_and_reactions(make_bridge: BridgeFactory) -> None:

@@ -24,25 +24,24 @@ from fedibridge.signatures import http_date
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, domains, followers
 from tests.conftest import Bridge, BridgeFactory, free_port, wait_for
+from tests.loopback import LoopbackServer
 from tests.remote import RemoteInstance
 
 Handler = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 
-class Inbox:
+class Inbox(LoopbackServer):
     """A tiny inbox server: scripted answers, records requests and the peak number of concurrent ones."""
 
     def __init__(self, handler: Handler | None = None) -> None:
+        super().__init__()
         self.handler = handler
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.active = 0
         self.peak = 0
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("POST", "/{tail:.*}", self._handle)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.active += 1
@@ -55,18 +54,6 @@ class Inbox:
             return await self.handler(request, len(self.requests))
         finally:
             self.active -= 1
-
-    async def __aenter__(self) -> Inbox:
-        app = web.Application()
-        app.router.add_route("POST", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 def create_payload(bridge: Bridge, text: str = "Élan « vital » 🌍") -> dict[str, Any]:

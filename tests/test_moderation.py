@@ -17,40 +17,29 @@ from fedibridge.store import utcnow
 from fedibridge.tables import articles, comments
 
 from .conftest import Bridge, free_port
+from .loopback import LoopbackServer
 
 WHEN = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-class FakeAkismet:
+class FakeAkismet(LoopbackServer):
     """A loopback comment-check endpoint: records every form, answers what the test says."""
 
+    path = "/1.1/comment-check"
+
     def __init__(self) -> None:
+        super().__init__()
         self.forms: list[dict[str, str]] = []
         self.answer: tuple[int, str, dict[str, str]] = (200, "false", {})
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/1.1/comment-check"
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post(self.path, self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.text()
         self.forms.append({k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()})
         status, body, headers = self.answer
         return web.Response(status=status, text=body, headers=headers)
-
-    async def __aenter__(self) -> FakeAkismet:
-        app = web.Application()
-        app.router.add_post("/1.1/comment-check", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
 
 
 def test_domain_block_covers_subdomains_only() -> None:

@@ -15,6 +15,8 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Route, async_playwright
 
+from .loopback import LoopbackServer
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -66,32 +68,22 @@ def blog_page(title: str, lang: str | None, script_src: str, article_url: str, e
     )
 
 
-@dataclass
-class BlogServer:
+class BlogServer(LoopbackServer):
     """A second aiohttp server (another origin) that serves HTML pages by path."""
 
-    port: int
-    pages: dict[str, str] = field(default_factory=dict)
-    runner: web.AppRunner | None = None
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port=port)
+        self.pages: dict[str, str] = {}
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/{tail:.*}", self._page)
 
     async def _page(self, request: web.Request) -> web.Response:
         body = self.pages.get(request.path)
         if body is None:
             raise web.HTTPNotFound()
         return web.Response(text=body, content_type="text/html", charset="utf-8")
-
-    async def start(self) -> BlogServer:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self._page)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
