@@ -38,9 +38,9 @@ from .tables import activities, deliveries, domains, followers
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)  # a claimed row is another worker's again after this
+LEASE = timedelta(minutes=5)  # default claim; settings.delivery_lease_seconds decides
 BATCH = 200  # rows claimed per statement
-POLL_SECONDS = 1.0  # idle polling when no notify() arrives (other processes enqueue too)
+POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (notify() here, wakeup.announce elsewhere)
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 10.0  # in-flight POSTs get this long to finish on shutdown
@@ -154,6 +154,8 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id
         self.wake = asyncio.Event()
+        # A claimed row is another worker's again after this (the only recovery for other machines' workers).
+        self.lease = timedelta(seconds=getattr(settings, "delivery_lease_seconds", LEASE.total_seconds()))
         self.limit = asyncio.Semaphore(settings.delivery_concurrency)
         # Claim ahead only what is about to be sent: rows held here are invisible to other workers.
         self.max_claimed = max(16, 2 * settings.delivery_concurrency)
@@ -226,7 +228,7 @@ class Worker:
         stmt = (
             update(deliveries)
             .where(deliveries.c.id.in_(due.scalar_subquery()))
-            .values(locked_until=now + LEASE, locked_by=self.worker_id)
+            .values(locked_until=now + self.lease, locked_by=self.worker_id)
             .returning(deliveries.c.id, deliveries.c.activity_id, deliveries.c.kind, deliveries.c.inbox,
                        deliveries.c.host, deliveries.c.body, deliveries.c.attempts)
         )
@@ -327,7 +329,7 @@ class Worker:
         host_sem = self._host_limit(row.host)
         try:
             async with host_sem, self.limit:
-                if self.stopping or time.monotonic() - row.claimed_at > LEASE.total_seconds() * 0.8:
+                if self.stopping or time.monotonic() - row.claimed_at > self.lease.total_seconds() * 0.8:
                     # Waited too long behind a slow host: another worker may own the row soon; hand it back.
                     self.claimed.pop(row.id, None)
                     await self._release([row.id])
@@ -485,11 +487,15 @@ class Worker:
 async def run(app: web.Application) -> None:
     """The background job app.py starts for roles all/worker."""
     from .app import CLIENT, METRICS, SETTINGS, STORE, WORKER_ID
+    from .wakeup import listen
 
     worker = Worker(store=app[STORE], client=app[CLIENT], settings=app[SETTINGS], metrics=app[METRICS],
                     worker_id=app[WORKER_ID])
     _WAKE[app] = worker.wake
+    listener = asyncio.create_task(listen(app, worker.wake), name="delivery-listen")
     try:
         await worker.run()
     finally:
         _WAKE.pop(app, None)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .tables import deliveries, followers
+from .wakeup import announce
 
 
 def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
@@ -43,6 +44,7 @@ async def enqueue_to_inboxes(conn: AsyncConnection, activity_id: int, inboxes: I
     ]
     if rows:
         await conn.execute(insert_ignore(conn, deliveries), rows)
+        await announce(conn)  # PostgreSQL: workers in other processes wake at commit, not at their next poll
     return len(rows)
 
 
@@ -56,3 +58,4 @@ async def enqueue_webhook(conn: AsyncConnection, url: str, body: str, now: datet
         activity_id=None, kind="webhook", inbox=url, host=host_of(url), body=body, state="pending",
         attempts=0, next_attempt_at=now, created_at=now,
     ))
+    await announce(conn)

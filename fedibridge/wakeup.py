@@ -1,0 +1,69 @@
+"""Wake-ups across processes: PostgreSQL LISTEN/NOTIFY on one channel, the 1 s poll as the fallback.
+
+A web process that enqueues deliveries (or stores inbox activities) calls `announce(conn)` inside the
+transaction that wrote the rows; PostgreSQL sends the notification at commit, so a worker never wakes
+before the rows are visible. Workers run `listen(app, event)`, which sets their wake-up event on every
+notification. Nothing depends on it: a lost notification (listener reconnecting, SQLite) only means
+the work is found by the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+log = logging.getLogger(__name__)
+CHANNEL = "fedibridge_work"
+RECONNECT_SECONDS = 5.0
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+
+
+async def announce(conn: AsyncConnection) -> None:
+    """Queue a notification for commit time; PostgreSQL folds repeats within one transaction into one."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(_NOTIFY)
+
+
+def _asyncpg_dsn(engine_url: Any) -> str:
+    """The engine's URL without SQLAlchemy's driver suffix, as asyncpg.connect wants it."""
+    return str(engine_url.set(drivername="postgresql").render_as_string(hide_password=False))
+
+
+async def listen(app: web.Application, event: asyncio.Event) -> None:
+    """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough)."""
+    import asyncpg
+
+    from .app import STORE
+
+    store = app[STORE]
+    if not store.is_postgres:
+        return
+    dsn = _asyncpg_dsn(store.engine.url)
+
+    def wake(*_: Any) -> None:
+        event.set()
+
+    while True:
+        conn = None
+        try:
+            # A dedicated connection, not one of the pool's: LISTEN lives as long as the connection.
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener(CHANNEL, wake)
+            event.set()  # notifications sent while we were not listening are lost: look once
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+            await lost.wait()
+            log.warning("LISTEN connection lost; polling until it is back")
+        except asyncio.CancelledError:
+            raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("cannot LISTEN %s (%s); polling, retrying in %.0f s", CHANNEL, exc, RECONNECT_SECONDS)
+        finally:
+            if conn is not None and not conn.is_closed():
+                await asyncio.shield(conn.close(timeout=2))
+        await asyncio.sleep(RECONNECT_SECONDS)
