@@ -24,7 +24,6 @@ from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -33,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import FetchError
 from .queue import insert_ignore
+from .resolver import retry_after_seconds
 from .store import Store, utcnow
 from .tables import activities, deliveries, domains, followers
 
@@ -44,7 +44,6 @@ POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (notify() here, wakeu
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 10.0  # in-flight POSTs get this long to finish on shutdown
-MAX_RETRY_AFTER = 86_400.0  # a Retry-After beyond a day is not believed
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 _T = TypeVar("_T")
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -70,22 +69,6 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     """
     r = rng or random
     return attempts**4 + 15 + r.randint(0, 30) * (attempts + 1)
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return min(float(value), MAX_RETRY_AFTER)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER)
 
 
 def webhook_headers(body: str, secret: str) -> dict[str, str]:

@@ -69,16 +69,23 @@ def authority_of(url: str) -> str:
     return f"{parsed.host}:{parsed.port}".lower() if parsed.host else ""
 
 
-def _retry_after(value: str | None, now: datetime) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
+MAX_RETRY_AFTER = 86_400.0  # a Retry-After beyond a day is not believed
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """`Retry-After` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
     try:
-        return max(0.0, (parsedate_to_datetime(value) - now).total_seconds())
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        return None
+    return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER)
 
 
 class GuardedClient:
@@ -271,7 +278,7 @@ class GuardedClient:
         if not 200 <= resp.status < 300:
             raise FetchError(
                 f"HTTP {resp.status} from {resp.url}", http_status=resp.status,
-                retry_after=_retry_after(resp.headers.get("retry-after"), self._clock()),
+                retry_after=retry_after_seconds(resp.headers.get("retry-after"), self._clock()),
             )
         media_type = resp.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):

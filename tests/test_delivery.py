@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 
 from fedibridge import queue
 from fedibridge.app import METRICS, WORKER_ID
-from fedibridge.delivery import backoff, notify, retry_after_seconds, serialize, webhook_headers
+from fedibridge.delivery import backoff, notify, serialize, webhook_headers
+from fedibridge.resolver import retry_after_seconds
 from fedibridge.signatures import http_date
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, domains, followers
