@@ -11,8 +11,6 @@ the database must not be what limits a fan-out to thousands of servers.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -23,15 +21,15 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import domain_health, webhook
 from .errors import FetchError
-from .queue import insert_ignore
 from .resolver import retry_after_seconds
 from .store import Store, utcnow
 from .tables import activities, deliveries, domains, followers
@@ -69,19 +67,6 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
     """
     r = rng or random
     return attempts**4 + 15 + r.randint(0, 30) * (attempts + 1)
-
-
-def webhook_headers(body: str, secret: str) -> dict[str, str]:
-    """Headers for a webhook POST: the blog checks the HMAC before trusting the event."""
-    raw = body.encode("utf-8")
-    headers = {"X-Fedibridge-Signature": "sha256=" + hmac.new(secret.encode("utf-8"), raw, hashlib.sha256).hexdigest()}
-    try:
-        event = json.loads(raw).get("event")
-    except (ValueError, AttributeError):
-        event = None
-    if isinstance(event, str) and event.isprintable() and len(event) < 100:
-        headers["X-Fedibridge-Event"] = event
-    return headers
 
 
 def serialize(payload: Any) -> bytes:
@@ -250,22 +235,12 @@ class Worker:
             if row.host not in down:
                 keep.append(row)
                 continue
-            if await self._may_probe(row.host):
+            if await domain_health.may_probe(self.store, row.host, self.worker_id, self.probed):
                 row.probe = True
                 keep.append(row)
             else:
                 self._finished(Outcome(row, "failed", None, "domain unavailable", "failed", tried=False))
         return keep
-
-    async def _may_probe(self, host: str) -> bool:
-        last = self.probed.get(host)
-        if last is not None and time.monotonic() - last < 86_400:
-            return False
-        name = "probe:" + hashlib.sha256(host.encode()).hexdigest()[:40]
-        if not await self.store.acquire_lease(name, self.worker_id, timedelta(days=1)):
-            return False
-        self.probed[host] = time.monotonic()
-        return True
 
     async def reap_dead_local_workers(self) -> None:
         """Release rows claimed by a worker of this machine whose process is gone (kill -9, crash).
@@ -331,7 +306,7 @@ class Worker:
         """POST once and classify the answer."""
         if row.kind == "webhook":
             body = (row.body or "").encode("utf-8")
-            headers = webhook_headers(row.body or "", self.settings.webhook_secret)
+            headers = webhook.headers(row.body or "", self.settings.webhook_secret)
             post = self.client.post(row.inbox, body, content_type="application/json", headers=headers, signed=False)
         else:
             payload = self.payloads.get(row.activity_id) if row.activity_id else None
@@ -400,7 +375,7 @@ class Worker:
             for o in gone:
                 await self._follower_gone(conn, o)
             if ok_hosts or bad_hosts:
-                await self._domain_health(conn, now, ok_hosts, bad_hosts)
+                await domain_health.record(conn, now, ok_hosts, bad_hosts, self.settings.domain_unavailable_days)
         for o in batch:
             self.metrics.inc("fedibridge_deliveries_total", outcome=o.metric)
             if o.state != "done":
@@ -416,24 +391,6 @@ class Worker:
             return
         result = await conn.execute(delete(followers).where(followers.c.inbox == inbox))
         log.info("removed %d follower(s) with inbox %s (410 Gone)", result.rowcount, inbox)
-
-    async def _domain_health(self, conn: AsyncConnection, now: datetime, ok: set[str], bad: set[str]) -> None:
-        """Success clears a host's failure streak; a streak of domain_unavailable_days marks it unavailable."""
-        await conn.execute(insert_ignore(conn, domains), [{"host": h, "unavailable": False} for h in ok | bad])
-        if ok:
-            await conn.execute(update(domains).where(domains.c.host.in_(ok))
-                               .values(last_success=now, failing_since=None, unavailable=False))
-        if bad:
-            await conn.execute(update(domains).where(domains.c.host.in_(bad), domains.c.failing_since.is_(None))
-                               .values(failing_since=now))
-            cutoff = now - timedelta(days=self.settings.domain_unavailable_days)
-            result = await conn.execute(
-                update(domains).where(domains.c.host.in_(bad), domains.c.unavailable.is_(False),
-                                      domains.c.failing_since <= cutoff)
-                .values(unavailable=True))
-            if result.rowcount:
-                log.warning("%d domain(s) marked unavailable after failing for %d days",
-                            result.rowcount, self.settings.domain_unavailable_days)
 
     async def _release(self, ids: list[int]) -> None:
         if ids:

@@ -55,3 +55,16 @@ async def emit(conn: AsyncConnection, settings: Settings, event: Event, comment:
     body = event_body(event, comment_json, comment.article, article_url, now)
     await enqueue_webhook(conn, settings.webhook_url, body, now)
     return True
+
+
+def headers(body: str, secret: str) -> dict[str, str]:
+    """Headers for a webhook POST: the blog checks the HMAC before trusting the event."""
+    raw = body.encode("utf-8")
+    result = {"X-Fedibridge-Signature": sign(secret, raw)}
+    try:
+        event = json.loads(raw).get("event")
+    except (ValueError, AttributeError):
+        event = None
+    if isinstance(event, str) and event.isprintable() and len(event) < 100:
+        result["X-Fedibridge-Event"] = event
+    return result

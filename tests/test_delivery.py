@@ -19,11 +19,12 @@ from sqlalchemy import select, update
 
 from fedibridge import queue
 from fedibridge.app import METRICS, WORKER_ID
-from fedibridge.delivery import backoff, notify, serialize, webhook_headers
+from fedibridge.delivery import backoff, notify, serialize
 from fedibridge.resolver import retry_after_seconds
 from fedibridge.signatures import http_date
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, domains, followers
+from fedibridge.webhook import headers as webhook_headers
 from tests.conftest import Bridge, BridgeFactory, free_port, wait_for
 from tests.loopback import LoopbackServer
 from tests.remote import RemoteInstance

@@ -1,0 +1,51 @@
+"""Which remote servers are failing: a streak of failures long enough marks a server unavailable.
+
+Deliveries to an unavailable server are skipped (except a daily probe) until it answers again, like
+Mastodon's unavailable domains, so a dead server does not hold thousands of rows in retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .queue import insert_ignore
+from .store import Store
+from .tables import domains
+
+log = logging.getLogger(__name__)
+
+
+async def record(conn: AsyncConnection, now: datetime, ok: set[str], bad: set[str], unavailable_days: int) -> None:
+    """Success clears a host's failure streak; a streak of `unavailable_days` marks it unavailable."""
+    await conn.execute(insert_ignore(conn, domains), [{"host": h, "unavailable": False} for h in ok | bad])
+    if ok:
+        await conn.execute(update(domains).where(domains.c.host.in_(ok))
+                           .values(last_success=now, failing_since=None, unavailable=False))
+    if bad:
+        await conn.execute(update(domains).where(domains.c.host.in_(bad), domains.c.failing_since.is_(None))
+                           .values(failing_since=now))
+        cutoff = now - timedelta(days=unavailable_days)
+        result = await conn.execute(
+            update(domains).where(domains.c.host.in_(bad), domains.c.unavailable.is_(False),
+                                  domains.c.failing_since <= cutoff)
+            .values(unavailable=True))
+        if result.rowcount:
+            log.warning("%d domain(s) marked unavailable after failing for %d days", result.rowcount, unavailable_days)
+
+
+async def may_probe(store: Store, host: str, worker_id: str, probed: dict[str, float]) -> bool:
+    """One delivery a day may try an unavailable host, whichever worker gets the lease."""
+    last = probed.get(host)
+    if last is not None and time.monotonic() - last < 86_400:
+        return False
+    name = "probe:" + hashlib.sha256(host.encode()).hexdigest()[:40]
+    if not await store.acquire_lease(name, worker_id, timedelta(days=1)):
+        return False
+    probed[host] = time.monotonic()
+    return True
