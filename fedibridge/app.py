@@ -133,9 +133,14 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 async def _background_jobs(app: web.Application) -> AsyncIterator[None]:
     tasks = [asyncio.create_task(_supervise(app, name, job), name=name) for name, job in app[JOBS]]
     yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    pending = set(tasks)
+    for _ in range(10):  # a job that swallowed one cancellation (a library bug) gets another
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=15)
+        if not pending:
+            return
+        log.error("background jobs %s did not stop; cancelling again", [t.get_name() for t in pending])
 
 
 async def _supervise(app: web.Application, name: str, job: JobFactory) -> None:

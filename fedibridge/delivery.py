@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import domain_health, webhook
 from .errors import FetchError
 from .resolver import retry_after_seconds
-from .store import Store, utcnow
+from .store import Store, utcnow, wait_event
 from .tables import activities, deliveries, domains, followers
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,7 @@ class Worker:
             if len(rows) == want:
                 return  # probably more due right now
         timeout = FLUSH_SECONDS if self.outcomes else POLL_SECONDS
-        try:
-            await asyncio.wait_for(self.wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self.wake, timeout)
 
     async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run a transaction that cancellation cannot cut in half (a half-done SQLite write keeps the lock)."""

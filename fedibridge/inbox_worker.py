@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,13 +17,28 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 
 from .app import METRICS, STORE
-from .store import utcnow
+from .store import utcnow, wait_event
 from .tables import inbox_items
 
 log = logging.getLogger(__name__)
 
 # Set by the web side (same process) when it stores an activity, so handling starts at once.
 WAKE = web.AppKey("inbox_wake", asyncio.Event)
+BUSY_PAUSE = 0.2  # at least this many seconds the worker steps aside after a batch while our inbox accepts
+BUSY_SHARE = 9  # …and 9× the batch's own time: under load, handling gets about a tenth of the event loop
+
+
+@dataclass
+class Pulse:
+    """How many activities this process's own inbox has stored (role all): the worker yields while it grows.
+
+    Accepting has priority over handling: a 202 needs the event loop now, handling is durable and may lag.
+    """
+
+    accepted: int = 0
+
+
+PULSE = web.AppKey("inbox_pulse", Pulse)
 POLL_SECONDS = 1.0  # other processes (role=web) only reach us through the database
 BATCH = 20
 LEASE = timedelta(minutes=5)  # a claimed row not finished by then is considered abandoned
@@ -36,11 +52,24 @@ def backoff(attempts: int) -> timedelta:
 
 
 async def run(app: web.Application) -> None:
-    """Forever: handle what is due, then sleep until woken or the poll interval passes."""
-    wake = app.get(WAKE)
+    """Forever: handle what is due, then sleep until woken (this process's inbox, or NOTIFY) or the poll passes."""
+    from .wakeup import listen
+
+    wake = app.get(WAKE) or asyncio.Event()  # worker role: no inbox route here, only NOTIFY wakes us
+    listener = asyncio.create_task(listen(app, wake), name="inbox-listen")
+    try:
+        await _loop(app, wake)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+async def _loop(app: web.Application, wake: asyncio.Event) -> None:
+    pulse = app.get(PULSE)
     while True:
-        if wake is not None:
-            wake.clear()
+        wake.clear()
+        seen = pulse.accepted if pulse else 0
+        started = asyncio.get_running_loop().time()
         try:
             handled = await run_once(app)
         except asyncio.CancelledError:
@@ -49,14 +78,11 @@ async def run(app: web.Application) -> None:
             log.exception("inbox worker pass failed")
             handled = 0
         if handled:
+            if pulse is not None and pulse.accepted != seen:
+                spent = asyncio.get_running_loop().time() - started
+                await asyncio.sleep(max(BUSY_PAUSE, BUSY_SHARE * spent))  # one batch per pause: never starves
             continue
-        if wake is None:
-            await asyncio.sleep(POLL_SECONDS)
-            continue
-        try:
-            await asyncio.wait_for(wake.wait(), POLL_SECONDS)
-        except TimeoutError:
-            pass
+        await wait_event(wake, POLL_SECONDS)
 
 
 async def run_once(app: web.Application) -> int:

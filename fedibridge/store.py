@@ -39,6 +39,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set or `timeout` passes.
+
+    Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives as the event is set,
+    and a worker that swallows its shutdown never stops. asyncio.timeout() keeps the cancellation.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 def _alembic_config(connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", MIGRATIONS)

@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from ..errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from ..inbox_worker import WAKE
+from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
@@ -54,11 +55,26 @@ class _Outcome(Exception):
 
 WRITER = web.AppKey("inbox_writer", InboxWriter)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
+# Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
+_authority = lru_cache(maxsize=4096)(authority_of)
+_host = lru_cache(maxsize=4096)(host_of)
+
+
+@lru_cache(maxsize=64)
+def _status_body(message: str) -> bytes:
+    """The few 202 bodies there are, serialised once (the same bytes json_response would send)."""
+    return json.dumps({"status": message}).encode()
+
+
+def _accepted(message: str) -> web.Response:
+    return web.Response(body=_status_body(message), status=202, headers=_JSON)
 
 
 def setup(app: web.Application, prefix: str) -> None:
     site = app[SITE]
     app[WAKE] = asyncio.Event()
+    app[PULSE] = Pulse()
     app.cleanup_ctx.append(_writer)
     actor_path = f"{prefix}/users/{app[SETTINGS].username}"
     for path in (f"{actor_path}/inbox", f"{prefix}/inbox"):
@@ -84,7 +100,7 @@ async def inbox(request: web.Request) -> web.Response:
         label, message = await _receive(request)
     except _Outcome as out:
         metrics.inc(METRIC, outcome=out.label)
-        return web.json_response({"status": str(out)}, status=202)
+        return _accepted(str(out))
     except FedibridgeError as exc:
         label = {400: "malformed", 401: "unauthorized", 403: "blocked", 413: "too_large",
                  415: "unsupported_media_type"}.get(exc.status, "error")
@@ -92,7 +108,7 @@ async def inbox(request: web.Request) -> web.Response:
         log.info("inbox refused %s from %s: %s", exc.status, request.remote, exc)
         raise
     metrics.inc(METRIC, outcome=label)
-    return web.json_response({"status": message}, status=202)
+    return _accepted(message)
 
 
 async def _receive(request: web.Request) -> tuple[str, str]:
@@ -113,6 +129,7 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     ))
     if not stored:
         return "duplicate", "already received"
+    request.app[PULSE].accepted += 1
     wake = request.app.get(WAKE)
     if wake is not None:
         wake.set()
@@ -132,7 +149,7 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
 def _parse(body: bytes) -> dict[str, Any]:
     try:
         activity = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting bombs
         raise BadRequest("malformed JSON") from None
     if not isinstance(activity, dict):
         raise BadRequest("activity must be a JSON object")
@@ -148,14 +165,22 @@ def _parse(body: bytes) -> dict[str, Any]:
 async def _check_blocks(request: web.Request, actor_id: str, key_id: str | None) -> None:
     """Refuse blocked actors and servers (the key's server too), from a short-lived snapshot of the lists."""
     cache = request.app[BLOCK_CACHE]
-    loop = asyncio.get_running_loop()
-    if cache.get("until", 0.0) < loop.time():
-        async with request.app[STORE].connect() as conn:
-            cache["lists"] = await block_lists(conn, request.app[SETTINGS])
-        cache["until"] = loop.time() + BLOCKS_TTL
+    if cache.get("until", 0.0) < asyncio.get_running_loop().time():
+        # One refresh at a time: concurrent requests share it instead of each querying the blocks table.
+        refresh = cache.get("refresh")
+        if refresh is None or refresh.done():
+            refresh = cache["refresh"] = asyncio.ensure_future(_load_blocks(request.app))
+        await asyncio.shield(refresh)
     domains, actors = cache["lists"]
     if blocked_by(actor_id, domains, actors) or (key_id and blocked_by(key_id, domains, set())):
         raise Forbidden("blocked")
+
+
+async def _load_blocks(app: web.Application) -> None:
+    cache = app[BLOCK_CACHE]
+    async with app[STORE].connect() as conn:
+        cache["lists"] = await block_lists(conn, app[SETTINGS])
+    cache["until"] = asyncio.get_running_loop().time() + BLOCKS_TTL
 
 
 async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], key_id: str | None) -> str | None:
@@ -170,8 +195,8 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
     if not key_id.startswith(("https://", "http://")):
         raise Unauthorized("keyId is not an http(s) URL")
-    if authority_of(key_id) != authority_of(actor_id):
-        raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
+    if _authority(key_id) != _authority(actor_id):
+        raise Unauthorized(f"keyId host {_authority(key_id)} is not the actor's host {_authority(actor_id)}")
     window = timedelta(seconds=request.app[SETTINGS].signature_window)
     reason = ""
     for refresh in (False, True):
@@ -189,7 +214,7 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
         result = verify_request(request.method, request.raw_path, request.headers, body, public_key, utcnow(), window)
         if result.ok:
             # Same host, not same actor: Mastodon relays and instance actors sign for their own server.
-            if owner != actor_id and authority_of(owner) != authority_of(actor_id):
+            if owner != actor_id and _authority(owner) != _authority(actor_id):
                 raise Unauthorized(f"key owner {owner} may not speak for {actor_id}")
             return owner
         reason = result.reason
@@ -232,6 +257,6 @@ def _ap_id(activity: dict[str, Any], actor_id: str, body: bytes) -> str:
     drop the real one as a "duplicate".
     """
     raw = activity.get("id")
-    if isinstance(raw, str) and raw.startswith(("https://", "http://")) and host_of(raw) == host_of(actor_id):
+    if isinstance(raw, str) and raw.startswith(("https://", "http://")) and host_of(raw) == _host(actor_id):
         return raw
     return "sha256:" + hashlib.sha256(body).hexdigest()
