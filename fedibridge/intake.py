@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .queue import insert_ignore
 from .store import Store
 from .tables import inbox_items
+from .wakeup import announce
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200  # well under SQLite's 32766 bound parameters (10 columns a row)
@@ -68,6 +69,8 @@ class InboxWriter:
                 # executemany + RETURNING: one cached compiled statement (SQLAlchemy's insertmanyvalues)
                 stmt = insert_ignore(conn, inbox_items).returning(inbox_items.c.ap_id)
                 inserted = {r.ap_id for r in await conn.execute(stmt, list(rows.values()))}
+                if inserted:
+                    await announce(conn)  # worker processes (PostgreSQL) wake at commit
         except (SQLAlchemyError, OSError) as exc:
             log.error("storing %d inbox activities failed: %s", len(batch), exc)
             for _, fut in batch:
