@@ -12,13 +12,13 @@ import html
 import mimetypes
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 from fedibridge.models import Article
 from fedibridge.sanitize import plain_text
+from fedibridge.site import Site as Site  # re-exported: vocab.Site is what most callers use
 
 AS_PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 ACTIVITY_JSON = "application/activity+json"
@@ -66,81 +66,6 @@ _MEDIA_TYPES = {
     ".mp3": "audio/mpeg",
     ".ogg": "audio/ogg",
 }
-
-
-@dataclass(frozen=True)
-class Site:
-    """Who the bridge speaks for, and where its documents live (fixed URL layout)."""
-
-    base_url: str
-    domain: str
-    username: str
-    name: str
-    summary: str
-    blog_url: str
-    public_key_pem: str
-    published: datetime
-    icon_url: str | None = None
-    header_url: str | None = None
-    object_type: Literal["Note", "Article"] = "Note"
-    content_mode: Literal["excerpt", "full"] = "excerpt"
-    manually_approves_followers: bool = False
-    discoverable: bool = True
-    indexable: bool = True
-    tag_url_template: str = "{blog_url}/tag/{tag}/"
-    language: str | None = None  # default content language
-
-    @property
-    def base(self) -> str:
-        return self.base_url.rstrip("/")
-
-    @property
-    def actor_id(self) -> str:
-        return f"{self.base}/users/{quote(self.username, safe='')}"
-
-    @property
-    def key_id(self) -> str:
-        return f"{self.actor_id}#main-key"
-
-    @property
-    def inbox(self) -> str:
-        return f"{self.actor_id}/inbox"
-
-    @property
-    def shared_inbox(self) -> str:
-        return f"{self.base}/inbox"
-
-    @property
-    def outbox(self) -> str:
-        return f"{self.actor_id}/outbox"
-
-    @property
-    def followers(self) -> str:
-        return f"{self.actor_id}/followers"
-
-    @property
-    def following(self) -> str:
-        return f"{self.actor_id}/following"
-
-    @property
-    def featured(self) -> str:
-        return f"{self.actor_id}/collections/featured"
-
-    @property
-    def handle(self) -> str:
-        return f"@{self.username}@{self.domain}"
-
-    def article_id(self, slug: str) -> str:
-        return f"{self.base}/articles/{quote(slug, safe='')}"
-
-    def replies_id(self, slug: str) -> str:
-        return f"{self.article_id(slug)}/replies"
-
-    def activity_id(self, activity_key: str) -> str:
-        return f"{self.base}/activities/{quote(activity_key, safe='')}"
-
-    def tag_url(self, tag: str) -> str:
-        return self.tag_url_template.format(blog_url=self.blog_url.rstrip("/"), tag=quote(tag, safe=""))
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -235,7 +160,7 @@ def actor_document(site: Site) -> dict[str, Any]:
         "featured": site.featured,
         "endpoints": {"sharedInbox": site.shared_inbox},
         "publicKey": {"id": site.key_id, "owner": site.actor_id, "publicKeyPem": site.public_key_pem},
-        "manuallyApprovesFollowers": site.manually_approves_followers,
+        "manuallyApprovesFollowers": False,  # follows are always accepted (followers.py)
         "discoverable": site.discoverable,
         "indexable": site.indexable,
         "published": iso(site.published),

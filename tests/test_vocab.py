@@ -133,12 +133,11 @@ def test_actor_document(site: Site, public_pem: str) -> None:
 
 
 def test_actor_without_images_keeps_html_summary(site: Site) -> None:
-    bare = replace(site, icon_url=None, header_url=None, summary="<p>Déjà <em>HTML</em></p>",
-                   manually_approves_followers=True)
+    bare = replace(site, icon_url=None, header_url=None, summary="<p>Déjà <em>HTML</em></p>")
     doc = vocab.actor_document(bare)
     assert "icon" not in doc and "image" not in doc
     assert doc["summary"] == "<p>Déjà <em>HTML</em></p>"
-    assert doc["manuallyApprovesFollowers"] is True
+    assert doc["manuallyApprovesFollowers"] is False  # follows are accepted automatically
 
 
 def test_note_shape(site: Site, article: Article) -> None:
