@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import comment_views, config, moderation
 from . import comments as store_comments
-from . import config, moderation
 from .errors import BadRequest, NotFound
 from .models import Comment
 from .sanitize import plain_text
@@ -66,8 +66,8 @@ def cmd_comments(args: argparse.Namespace) -> int:
     async def work(store: Store, settings: config.Settings) -> int:
         if args.action == "list":
             async with store.connect() as conn:
-                found = await store_comments.list_comments(conn, status=args.status, slug=args.article,
-                                                           limit=args.limit)
+                found = await comment_views.list_comments(conn, status=args.status, slug=args.article,
+                                                          limit=args.limit)
             for item in found:
                 print(_line(item))
             if not found:
@@ -78,7 +78,7 @@ def cmd_comments(args: argparse.Namespace) -> int:
         async with store.begin() as conn:
             c: Comment | None
             if args.action == "delete":
-                c = await store_comments.get_comment(conn, args.id)
+                c = await comment_views.get_comment(conn, args.id)
                 if c is not None:
                     c = await store_comments.erase(conn, settings, c, utcnow())
             else:

@@ -1,44 +1,41 @@
-"""Fediverse replies become blog comments; likes and boosts become reactions.
+"""Fediverse replies become blog comments, and the blog owner's moderation changes them.
 
 Inbox handlers (``HANDLERS``, called by dispatch.py with the verified sender) turn Create/Update/Delete of
-notes into comment rows and Like/Announce/Undo into reaction rows. Nothing embedded is trusted for anyone
+notes into comment rows; Like/Announce/Undo are routed to reactions.py. Nothing embedded is trusted for anyone
 but the sender: a note must be attributed to the sender and live on its origin; only a comment's author
 may edit or delete it. Parents we don't know are fetched from their own origin so threads stay whole.
-Storage helpers and the JSON shapes used by the API, feeds and webhook live here too.
+Every change emits its webhook event here; reading and JSON shapes live in comment_views.py.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
 
 from aiohttp import web
-from sqlalchemy import func, select
-from sqlalchemy.engine import Row
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation, webhook
 from .app import CLIENT, METRICS, RESOLVER, SETTINGS, SITE, STORE
+from .comment_views import comment_from_row, comment_json, find_article, get_comment, select_comments
 from .config import Settings
 from .errors import FetchError
-from .models import Attachment, Author, Comment
+from .models import Author, Comment
 from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
 from .queue import insert_ignore
+from .reactions import on_react, on_undo
 from .resolver import authority_of
 from .store import utcnow
 from .tables import articles, comments, reactions
-from .vocab import Site, iso
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
-PUBLIC_VISIBILITY = ("public", "unlisted")
 MAX_PARENT_DEPTH = 8  # how far up an unknown thread we fetch before giving up
-REACTION_TYPES = {"Like": "like", "EmojiReact": "like", "Announce": "boost"}
 METRIC = "fedibridge_comments_total"
 
 
@@ -46,153 +43,8 @@ class Refused(Exception):
     """An activity we will not act on (forged, foreign, blocked); the message says why."""
 
 
-# -- rows and records ------------------------------------------------------------------------------
-
-
-def _select() -> Any:
-    """Comments joined with their article's slug and URL (every reader needs them)."""
-    return select(comments, articles.c.slug.label("article_slug"), articles.c.url.label("article_url"),
-                  articles.c.deleted.label("article_deleted")).join(articles, comments.c.article_id == articles.c.id)
-
-
-def comment_from_row(row: Any) -> Comment:
-    """A joined comments row (see _select) as the plain record."""
-    m = row._mapping if isinstance(row, Row) else row
-    author = Author(
-        id=m["author_id"], name=m["author_name"], handle=m["author_handle"], url=m["author_url"],
-        avatar=m["author_avatar"], emojis=tuple((str(a), str(b)) for a, b in (m["author_emojis"] or ())),
-    )
-    return Comment(
-        id=m["id"], article=m.get("article_slug") or "", ap_id=m["ap_id"], in_reply_to=m["in_reply_to"],
-        parent_id=m["parent_id"], author=author, content_html=m["content_html"], published=m["published"],
-        updated=m["updated"], status=m["status"], visibility=m["visibility"], language=m["language"],
-        summary=m["summary"], sensitive=bool(m["sensitive"]), deleted=bool(m["deleted"]), edited=bool(m["edited"]),
-        url=m["url"], attachments=tuple(Attachment(a["url"], a.get("media_type"), a.get("alt"))
-                                        for a in m["attachments"] or ()),
-        mentions=tuple(m["mentions"] or ()), hashtags=tuple(m["hashtags"] or ()),
-    )
-
-
-def threaded(items: Iterable[Comment]) -> list[Comment]:
-    """Nest replies under their parents, oldest first; a reply whose parent isn't listed goes top level."""
-    ordered = sorted(items, key=lambda c: (c.published, c.id))
-    nodes = {c.id: replace(c, replies=[]) for c in ordered}
-    roots: list[Comment] = []
-    for c in ordered:
-        node = nodes[c.id]
-        parent = nodes.get(c.parent_id) if c.parent_id is not None else None
-        (parent.replies if parent is not None and parent is not node else roots).append(node)
-    return roots
-
-
-def prune_deleted(tree: list[Comment]) -> list[Comment]:
-    """Deleted comments stay only as placeholders holding replies; deleted leaves vanish."""
-    kept = []
-    for c in tree:
-        replies = prune_deleted(c.replies)
-        c.replies[:] = replies
-        if not c.deleted or replies:
-            kept.append(c)
-    return kept
-
-
-def author_json(author: Author) -> dict[str, Any]:
-    return {"id": author.id, "name": author.name, "handle": author.handle, "url": author.url,
-            "avatar": author.avatar, "emojis": [{"shortcode": s, "url": u} for s, u in author.emojis]}
-
-
-def _when(value: datetime | None) -> str | None:
-    return iso(value) if value else None
-
-
-def comment_json(c: Comment, *, admin: bool = False, nested: bool = True) -> dict[str, Any]:
-    """The public shape (widget, webhook); ``admin`` adds moderation fields (DESIGN §3)."""
-    author = author_json(c.author if admin or not c.deleted else Author(id=""))
-    out: dict[str, Any] = {
-        "id": c.id, "ap_id": c.ap_id, "url": c.url or c.ap_id, "in_reply_to": c.in_reply_to,
-        "parent_id": c.parent_id, "author": author, "content_html": c.content_html, "summary": c.summary,
-        "sensitive": c.sensitive, "language": c.language, "published": _when(c.published),
-        "updated": _when(c.updated), "edited": c.edited, "deleted": c.deleted,
-        "attachments": [{"url": a.url, "media_type": a.media_type, "alt": a.alt} for a in c.attachments],
-        "mentions": list(c.mentions), "hashtags": list(c.hashtags),
-    }
-    if admin:
-        out.update(article=c.article, status=c.status, visibility=c.visibility, likes=c.likes, boosts=c.boosts)
-    if nested:
-        out["replies"] = [comment_json(r, admin=admin) for r in c.replies]
-    return out
-
-
-# -- queries ---------------------------------------------------------------------------------------
-
-
-async def get_comment(conn: AsyncConnection, comment_id: int) -> Comment | None:
-    row = (await conn.execute(_select().where(comments.c.id == comment_id))).first()
-    return comment_from_row(row) if row else None
-
-
 async def _row_by_ap_id(conn: AsyncConnection, ap_id: str) -> Any:
-    return (await conn.execute(_select().where(comments.c.ap_id == ap_id))).first()
-
-
-async def find_article(conn: AsyncConnection, site: Site, ref: str) -> Any:
-    """Our article by its object id ({base}/articles/{slug}) or by its blog URL (with or without '/')."""
-    prefix = site.article_id("")
-    if ref.startswith(prefix) and "/" not in ref[len(prefix):] and ref[len(prefix):]:
-        row = (await conn.execute(select(articles).where(articles.c.slug == unquote(ref[len(prefix):])))).first()
-        if row is not None:
-            return row
-    candidates = {ref, ref.rstrip("/"), ref.rstrip("/") + "/"}
-    return (await conn.execute(select(articles).where(articles.c.url.in_(candidates))
-                               .order_by(articles.c.id).limit(1))).first()
-
-
-async def list_comments(conn: AsyncConnection, *, status: str | None = None, slug: str | None = None,
-                        public_only: bool = False, limit: int = 100, offset: int = 0,
-                        newest_first: bool = True) -> list[Comment]:
-    """Comments filtered for the admin API (status/article) or for public readers (approved, public, live)."""
-    stmt = _select()
-    if status and status != "all":
-        stmt = stmt.where(comments.c.status == status)
-    if slug:
-        stmt = stmt.where(articles.c.slug == slug)
-    if public_only:
-        stmt = stmt.where(comments.c.status == "approved", comments.c.visibility.in_(PUBLIC_VISIBILITY),
-                          articles.c.deleted.is_(None))
-    order = (comments.c.published.desc(), comments.c.id.desc()) if newest_first else \
-        (comments.c.published, comments.c.id)
-    rows = await conn.execute(stmt.order_by(*order).limit(limit).offset(offset))
-    return [comment_from_row(r) for r in rows]
-
-
-async def public_thread(conn: AsyncConnection, article_id: int) -> list[Comment]:
-    """What readers see under an article: approved public comments, threaded, deleted ones as placeholders."""
-    rows = await conn.execute(_select().where(
-        comments.c.article_id == article_id, comments.c.status == "approved",
-        comments.c.visibility.in_(PUBLIC_VISIBILITY)))
-    return prune_deleted(threaded(comment_from_row(r) for r in rows))
-
-
-async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50) -> dict[str, Any]:
-    """Counts of likes and boosts, and who (names known from their comments, else the actor id)."""
-    counts: dict[str, int] = dict((await conn.execute(select(reactions.c.type, func.count()).where(
-        reactions.c.article_id == article_id).group_by(reactions.c.type))).all())
-    rows = (await conn.execute(select(reactions.c.type, reactions.c.actor_id).where(
-        reactions.c.article_id == article_id).order_by(reactions.c.created_at.desc(), reactions.c.id.desc())
-        .limit(who * 2))).all()
-    ids = {r.actor_id for r in rows}
-    known: dict[str, Author] = {}
-    if ids:
-        named = select(comments).where(comments.c.author_id.in_(ids), comments.c.deleted.is_(False))
-        for r in await conn.execute(named):
-            known.setdefault(r.author_id, comment_from_row({**r._mapping, "article_slug": ""}).author)
-
-    def people(kind: str) -> list[dict[str, Any]]:
-        found = [known.get(r.actor_id, Author(id=r.actor_id, url=r.actor_id)) for r in rows if r.type == kind]
-        return [author_json(a) for a in found[:who]]
-
-    return {"likes": int(counts.get("like", 0)), "boosts": int(counts.get("boost", 0)),
-            "likers": people("like"), "boosters": people("boost")}
+    return (await conn.execute(select_comments().where(comments.c.ap_id == ap_id))).first()
 
 
 # -- changes made by the blog owner ----------------------------------------------------------------
@@ -243,7 +95,8 @@ async def reject_blocked(conn: AsyncConnection, settings: Settings, now: datetim
         await conn.execute(reactions.delete().where(reactions.c.actor_id.in_(gone)))
     changed = 0
     if hit:
-        rows = await conn.execute(_select().where(comments.c.author_id.in_(hit), comments.c.status != "rejected"))
+        stmt = select_comments().where(comments.c.author_id.in_(hit), comments.c.status != "rejected")
+        rows = await conn.execute(stmt)
         for c in [comment_from_row(r) for r in rows]:
             await set_status(conn, settings, c.id, "rejected", now)
             changed += 1
@@ -454,7 +307,7 @@ async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: st
     settings, now = app[SETTINGS], utcnow()
     async with app[STORE].begin() as conn:
         if object_id == actor_id:
-            rows = await conn.execute(_select().where(comments.c.author_id == actor_id))
+            rows = await conn.execute(select_comments().where(comments.c.author_id == actor_id))
             erased = [await erase(conn, settings, comment_from_row(r), now) for r in list(rows)]
             await conn.execute(comments.update().where(comments.c.author_id == actor_id).values(
                 author_name=None, author_handle=None, author_avatar=None, author_emojis=[]))
@@ -468,51 +321,6 @@ async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: st
             return "comment_refused"
         await erase(conn, settings, comment_from_row(row), now)
     return "comment_deleted"
-
-
-# -- inbox: reactions ----------------------------------------------------------------------------
-
-
-async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
-    """Like/Announce of an article → one reaction row per activity id (never a comment)."""
-    kind = REACTION_TYPES.get(str(activity.get("type")))
-    activity_id, object_id = ref_id(activity.get("id")), ref_id(activity.get("object"))
-    if kind is None or not activity_id or not object_id:
-        return None
-    if authority_of(activity_id) != authority_of(actor_id):
-        return "reaction_refused"
-    settings = app[SETTINGS]
-    async with app[STORE].begin() as conn:
-        article = await find_article(conn, app[SITE], object_id)
-        if article is None:
-            return None
-        if await moderation.is_blocked(conn, settings, actor_id):
-            return "reaction_refused"
-        result = await conn.execute(insert_ignore(conn, reactions).values(
-            article_id=article.id, actor_id=actor_id, type=kind, ap_id=activity_id, created_at=utcnow()))
-    return f"{kind}_added" if result.rowcount else f"{kind}_duplicate"
-
-
-async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
-    """Undo of a Like/Announce removes that reaction (only the sender's own); other Undos are not ours."""
-    obj = activity.get("object")
-    inner_type = obj.get("type") if isinstance(obj, dict) else None
-    if inner_type is not None and inner_type not in REACTION_TYPES:
-        return None
-    inner_id = ref_id(obj)
-    if not inner_id:
-        return None
-    async with app[STORE].begin() as conn:
-        result = await conn.execute(reactions.delete().where(reactions.c.ap_id == inner_id,
-                                                             reactions.c.actor_id == actor_id))
-        if not result.rowcount and isinstance(obj, dict) and inner_type:
-            # Some servers re-mint the inner id; fall back to (actor, article, kind).
-            article = await find_article(conn, app[SITE], ref_id(obj.get("object")) or "")
-            if article is not None:
-                result = await conn.execute(reactions.delete().where(
-                    reactions.c.actor_id == actor_id, reactions.c.article_id == article.id,
-                    reactions.c.type == REACTION_TYPES[inner_type]))
-    return "reaction_removed" if result.rowcount else None
 
 
 HANDLERS: dict[str, Handler] = {

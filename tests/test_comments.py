@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from fedibridge import comment_views
 from fedibridge import comments as store_comments
 from fedibridge.app import STORE
 from fedibridge.models import Author, Comment
@@ -30,15 +31,15 @@ def make(cid: int, parent: int | None = None, minutes: int = 0, deleted: bool = 
 
 
 def test_threaded_nests_in_date_order() -> None:
-    tree = store_comments.threaded([make(3, 1, 5), make(1, None, 0), make(2, None, 1), make(4, 3, 6),
-                                    make(5, 99, 2)])
+    tree = comment_views.threaded([make(3, 1, 5), make(1, None, 0), make(2, None, 1), make(4, 3, 6),
+                                   make(5, 99, 2)])
     assert [c.id for c in tree] == [1, 2, 5]  # 5's parent is not listed: it goes top level
     assert [c.id for c in tree[0].replies] == [3]
     assert [c.id for c in tree[0].replies[0].replies] == [4]
 
 
 def test_deleted_kept_only_as_placeholders() -> None:
-    tree = store_comments.prune_deleted(store_comments.threaded(
+    tree = comment_views.prune_deleted(comment_views.threaded(
         [make(1, deleted=True), make(2, 1, 1), make(3, None, 2, deleted=True), make(4, None, 3)]))
     assert [c.id for c in tree] == [1, 4]
     assert [c.id for c in tree[0].replies] == [2]
@@ -46,11 +47,11 @@ def test_deleted_kept_only_as_placeholders() -> None:
 
 def test_comment_json_shapes() -> None:
     c = make(1)
-    pub = store_comments.comment_json(c)
+    pub = comment_views.comment_json(c)
     assert pub["author"]["name"] == "Ünï" and "status" not in pub and pub["replies"] == []
-    admin = store_comments.comment_json(c, admin=True, nested=False)
+    admin = comment_views.comment_json(c, admin=True, nested=False)
     assert admin["status"] == "pending" and admin["article"] == "a" and "replies" not in admin
-    gone = store_comments.comment_json(make(2, deleted=True))
+    gone = comment_views.comment_json(make(2, deleted=True))
     assert gone["author"]["name"] is None and gone["author"]["id"] == ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedibridge import comment_views
 from fedibridge import comments as store_comments
 
 from .conftest import Bridge, BridgeFactory
@@ -27,7 +28,7 @@ async def seeded(make_bridge: BridgeFactory, masto: RemoteInstance, **overrides:
     ids = []
     async with bridge.store.begin() as conn:
         for n, status in zip(notes, ("approved", "pending", "approved"), strict=True):
-            c = store_comments.comment_from_row(await store_comments._row_by_ap_id(conn, n["id"]))
+            c = comment_views.comment_from_row(await store_comments._row_by_ap_id(conn, n["id"]))
             await store_comments.set_status(conn, bridge.settings, c.id, status)
             ids.append(c.id)
     return bridge, ids

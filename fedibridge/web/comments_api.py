@@ -13,13 +13,14 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import select
 
+from .. import comment_views, moderation
 from .. import comments as store_comments
-from .. import moderation
 from ..app import BLOCK_CACHE, SETTINGS, SITE, STORE
 from ..articles import article_from_row
 from ..delivery import notify
 from ..errors import BadRequest, NotFound
 from ..feeds import FeedSite, comment_feed, feed_etag
+from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
 from .common import dumps, json_response, require_admin
@@ -99,13 +100,13 @@ async def _public(request: web.Request, row: Any) -> web.Response:
         raise NotFound("no such article")  # a deleted article's comments are kept but never shown
     settings = request.app[SETTINGS]
     async with request.app[STORE].connect() as conn:
-        tree = await store_comments.public_thread(conn, row.id)
-        reactions = await store_comments.reaction_summary(conn, row.id)
+        tree = await comment_views.public_thread(conn, row.id)
+        reactions = await reaction_summary(conn, row.id)
     data = {
         "article": {"slug": row.slug, "url": row.url, "id": f"{settings.base}/articles/{row.slug}",
                     "title": row.title},
         "total": _count(tree),
-        "comments": [store_comments.comment_json(c) for c in tree],
+        "comments": [comment_views.comment_json(c) for c in tree],
         "reactions": reactions,
     }
     return _cached_json(request, data)
@@ -129,7 +130,7 @@ async def comments_index(request: web.Request) -> web.Response:
     """`?url=ARTICLE_URL` is the widget's public view; anything else is the admin listing."""
     if "url" in request.query:
         async with request.app[STORE].connect() as conn:
-            row = await store_comments.find_article(conn, request.app[SITE], request.query["url"])
+            row = await comment_views.find_article(conn, request.app[SITE], request.query["url"])
         return await _public(request, row)
     require_admin(request)
     status = request.query.get("status", "all")
@@ -141,9 +142,9 @@ async def comments_index(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("limit and offset must be integers") from None
     async with request.app[STORE].connect() as conn:
-        found = await store_comments.list_comments(conn, status=status, slug=request.query.get("article") or None,
+        found = await comment_views.list_comments(conn, status=status, slug=request.query.get("article") or None,
                                                    limit=limit, offset=offset)
-    return json_response({"comments": [store_comments.comment_json(c, admin=True, nested=False) for c in found]})
+    return json_response({"comments": [comment_views.comment_json(c, admin=True, nested=False) for c in found]})
 
 
 # -- admin -------------------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ async def _moderate(request: web.Request, status: str) -> web.Response:
     if c is None:
         raise NotFound("no such comment")
     notify(request.app)  # a webhook event may be queued
-    return json_response(store_comments.comment_json(c, admin=True, nested=False))
+    return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
 async def approve(request: web.Request) -> web.Response:
@@ -170,21 +171,21 @@ async def reject(request: web.Request) -> web.Response:
 async def get_one(request: web.Request) -> web.Response:
     require_admin(request)
     async with request.app[STORE].connect() as conn:
-        c = await store_comments.get_comment(conn, int(request.match_info["id"]))
+        c = await comment_views.get_comment(conn, int(request.match_info["id"]))
     if c is None:
         raise NotFound("no such comment")
-    return json_response(store_comments.comment_json(c, admin=True, nested=False))
+    return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
 async def delete_one(request: web.Request) -> web.Response:
     """Erase the content; the row stays as a placeholder so replies keep their thread."""
     require_admin(request)
     async with request.app[STORE].begin() as conn:
-        c = await store_comments.get_comment(conn, int(request.match_info["id"]))
+        c = await comment_views.get_comment(conn, int(request.match_info["id"]))
         if c is None:
             raise NotFound("no such comment")
         c = await store_comments.erase(conn, request.app[SETTINGS], c, utcnow())
-    return json_response(store_comments.comment_json(c, admin=True, nested=False))
+    return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
 async def _block_body(request: web.Request) -> tuple[str, str]:
@@ -257,7 +258,7 @@ async def article_feed(request: web.Request) -> web.Response:
         row = await _article_row(conn, request.match_info["slug"])
         if row is None or row.deleted is not None:
             raise NotFound("no such article")
-        shown = await store_comments.list_comments(conn, slug=row.slug, public_only=True, limit=FEED_ENTRIES)
+        shown = await comment_views.list_comments(conn, slug=row.slug, public_only=True, limit=FEED_ENTRIES)
     body = comment_feed(_feed_site(request), _only_public(shown), kind, article_from_row(row))  # type: ignore[arg-type]
     return _feed_response(request, body, kind)
 
@@ -270,7 +271,7 @@ def _only_public(items: list[Any]) -> list[Any]:
 async def blog_feed(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
     async with request.app[STORE].connect() as conn:
-        shown = _only_public(await store_comments.list_comments(conn, public_only=True, limit=FEED_ENTRIES))
+        shown = _only_public(await comment_views.list_comments(conn, public_only=True, limit=FEED_ENTRIES))
         slugs = {c.article for c in shown}
         rows = await conn.execute(select(articles).where(articles.c.slug.in_(slugs))) if slugs else []
         known = {r.slug: article_from_row(r) for r in rows}
