@@ -1,9 +1,12 @@
 """HTTP Signatures in both dialects the fediverse speaks: draft-cavage (Mastodon & co.) and RFC 9421.
 
+The public entry point: callers import everything from here. The draft-cavage dialect, the checks both
+dialects share (digests, time window, RSA) and key loading live here; what is specific to RFC 9421
+(structured-field parsing, coverage rules, signature base) lives in `fedibridge.rfc9421`, to keep each
+module to one job.
 Pure code: no I/O, the clock is injected. Signing returns the full header dict to send; verification
 never raises on hostile input and says *why* it failed, so the inbox can log and answer 401 precisely.
-RSA is done with `cryptography` directly on cached parsed keys (much faster than httpsig's own verify);
-RFC 9421 structured fields are parsed with `http_sf` (the parser behind `http-message-signatures`).
+RSA is done with `cryptography` directly on cached parsed keys (much faster than httpsig's own verify).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-import http_sf
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from http_sf.innerlist import ser_item_or_inner_list
 from yarl import URL
+
+from . import rfc9421
+from .rfc9421 import content_digest_header
+from .rfc9421 import short as _short
 
 __all__ = [
     "VerifyResult",
@@ -42,14 +47,12 @@ __all__ = [
 
 # Limits that keep hostile headers cheap to reject.
 MAX_SIGNATURE_FIELD = 8192  # bytes of Signature / Signature-Input / Authorization
-MAX_COVERED = 32  # signed headers / components per signature
-MAX_LABELS = 4  # RFC 9421 signatures per request (only the first is verified)
+MAX_COVERED = rfc9421.MAX_COMPONENTS  # signed headers / components per signature, same cap in both dialects
 MIN_KEY_BITS, MAX_KEY_BITS = 1024, 8192
 
 # Requests that carry a body: Mastodon insists on a signed Digest for these.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DEFAULT_CONTENT_TYPE = "application/activity+json"
-RFC9421_LABEL = "sig1"
 
 _DIGESTS: dict[str, Callable[[bytes], Any]] = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -82,11 +85,6 @@ class _Reject(Exception):
 def digest_header(body: bytes) -> str:
     """`Digest` value (RFC 3230) as Mastodon sends and checks it."""
     return "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
-
-
-def content_digest_header(body: bytes) -> str:
-    """`Content-Digest` value (RFC 9530), a structured-field byte sequence."""
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii") + ":"
 
 
 def http_date(now: datetime) -> str:
@@ -172,12 +170,9 @@ def sign_request(
             _put(out, "Content-Digest", content_digest_header(body))
             values["content-digest"] = str(_get(out, "content-digest"))
             values["content-type"] = str(_get(out, "content-type")).strip()
-        created = int(_utc(now).timestamp())
-        params = "(" + " ".join(f'"{c}"' for c in values) + f');created={created};keyid="{key_id}"'
-        params += ';alg="rsa-v1_5-sha256"'
-        base = "".join(f'"{c}": {v}\n' for c, v in values.items()) + f'"@signature-params": {params}'
-        _put(out, "Signature-Input", f"{RFC9421_LABEL}={params}")
-        _put(out, "Signature", f"{RFC9421_LABEL}=:{_b64(_rsa_sign(private_key, base))}:")
+        signature_input, signature = rfc9421.sign(values, private_key, key_id, int(_utc(now).timestamp()))
+        _put(out, "Signature-Input", signature_input)
+        _put(out, "Signature", signature)
     else:
         raise ValueError(f"unknown signature scheme {scheme!r}")
     return out
@@ -193,9 +188,7 @@ def signature_key_id(headers: Mapping[str, str]) -> str | None:
         if "signature-input" in h:
             if len(h["signature-input"]) > MAX_SIGNATURE_FIELD:
                 return None
-            inputs = _sf_dict(h["signature-input"])
-            _members, params = next(iter(inputs.values()))  # the one verify_request checks
-            return str(params["keyid"]) if isinstance(params.get("keyid"), str) else None
+            return rfc9421.claimed_key_id(h["signature-input"])
         params = _cavage_params(h)
         return params.get("keyid") if params else None
     except Exception:  # hostile header: there is simply no usable keyId
@@ -353,84 +346,30 @@ def _verify_cavage(req: _Incoming, params: dict[str, str]) -> None:
 
 
 def _verify_rfc9421(req: _Incoming) -> VerifyResult:
-    """Verify the first labelled signature only: it is the one signature_key_id() named, so the key the
-    caller fetched belongs to it. Trying later labels would let a signature made with key A claim keyid B."""
+    """Verify the first labelled signature only (see rfc9421.first_signature for why)."""
     try:
-        inputs = _sf_dict(req.headers["signature-input"])
-        signatures = _sf_dict(req.headers.get("signature", ""))
-    except (http_sf.StructuredFieldError, ValueError, UnicodeError):
-        raise _Reject("malformed Signature-Input or Signature header") from None
-    if not inputs:
-        raise _Reject("empty Signature-Input header")
-    if len(inputs) > MAX_LABELS:
-        raise _Reject("too many signatures")
-    label, (members, params) = next(iter(inputs.items()))
-    key_id = str(params["keyid"]) if isinstance(params.get("keyid"), str) else None
+        key_id, members, params, entry = rfc9421.first_signature(
+            req.headers["signature-input"], req.headers.get("signature", "")
+        )
+    except rfc9421.Rejected as rej:
+        raise _Reject(rej.reason) from None
     try:
-        _verify_one_9421(req, members, params, signatures.get(label))
-    except _Reject as rej:
+        _verify_one_9421(req, members, params, entry)
+    except (_Reject, rfc9421.Rejected) as rej:
         return VerifyResult(False, rej.reason, key_id, "rfc9421")
     return VerifyResult(True, "ok", key_id, "rfc9421")
 
 
 def _verify_one_9421(req: _Incoming, members: Any, params: dict[str, Any], entry: Any) -> None:
-    if not isinstance(members, list):
-        raise _Reject("Signature-Input member is not a component list")
-    if not isinstance(params.get("keyid"), str):
-        raise _Reject("Signature-Input has no keyid")
-    if entry is None or not isinstance(entry[0], bytes):
-        raise _Reject("no Signature for this Signature-Input label")
-    alg = params.get("alg")
-    if alg is not None and alg not in ("rsa-v1_5-sha256", "rsa-pss-sha512"):
-        raise _Reject(f"unsupported algorithm {_short(str(alg))!r}")
-    created = params.get("created")
-    if type(created) is not int:
-        raise _Reject("created parameter is missing or not an integer")
-    components: list[str] = []
-    for item, item_params in members:
-        if not isinstance(item, str) or item != item.lower():
-            raise _Reject("malformed covered component")
-        if item_params:
-            raise _Reject(f"unsupported parameters on component {_short(item)!r}")
-        components.append(item)
-    if len(components) > MAX_COVERED or len(set(components)) != len(components):
-        raise _Reject("too many or duplicate covered components")
-    if "@method" not in components:
-        raise _Reject("@method is not signed")
-    if not {"@target-uri", "@path", "@request-target"} & set(components):
-        raise _Reject("@target-uri is not signed")
-    if not {"@authority", "host", "@target-uri"} & set(components):
-        raise _Reject("@authority is not signed")
-    _check_digests(req, components, "content-digest")
-    _check_time(_from_ts(created), req, "created")
-    expires = params.get("expires")
-    if expires is not None and (type(expires) is not int or expires < req.now.timestamp()):
+    """RFC 9421 rules first, then the checks shared with draft-cavage, then RSA over each candidate base."""
+    sig = rfc9421.check(members, params, entry)
+    _check_digests(req, sig.components, "content-digest")
+    _check_time(_from_ts(sig.created), req, "created")
+    if sig.expires is not None and (type(sig.expires) is not int or sig.expires < req.now.timestamp()):
         raise _Reject("signature expired")
-
     host = (req.authority or req.headers.get("host") or "").lower()
-    path, _, query = req.target.partition("?")
-    # We sit behind a TLS proxy in production but serve plain http in tests: try https first.
-    schemes = ("https", "http") if {"@target-uri", "@scheme"} & set(components) else ("https",)
-    algs = [alg] if alg else ["rsa-v1_5-sha256", "rsa-pss-sha512"]
-    signature_params = ser_item_or_inner_list((members, params))
-    for scheme in schemes:
-        derived = {
-            "@method": req.method,
-            "@target-uri": f"{scheme}://{host}{req.target}",
-            "@authority": host,
-            "@scheme": scheme,
-            "@request-target": req.target,
-            "@path": path or "/",
-            "@query": "?" + query,
-        }
-        lines = []
-        for name in components:
-            value = derived.get(name) if name.startswith("@") else req.headers.get(name)
-            if value is None:
-                raise _Reject(f"covered component {_short(name)!r} is missing or unsupported")
-            lines.append(f'"{name}": {value}\n')
-        base = "".join(lines) + f'"@signature-params": {signature_params}'
-        if any(_rsa_verify(req.key, entry[0], base, a) for a in algs):
+    for base in rfc9421.candidate_bases(sig, req.method, req.target, req.headers, host):
+        if any(_rsa_verify(req.key, sig.signature, base, a) for a in sig.algorithms):
             return
     raise _Reject("signature mismatch")
 
@@ -447,7 +386,10 @@ def _check_digests(req: _Incoming, covered: list[str], usual: str) -> None:
         value = req.headers.get(name)
         if value is None:
             raise _Reject(f"{name} header is missing")
-        pairs = _parse_digest(value) if name == "digest" else _parse_content_digest(value)
+        try:
+            pairs = _parse_digest(value) if name == "digest" else rfc9421.parse_content_digest(value)
+        except rfc9421.Rejected as rej:
+            raise _Reject(rej.reason) from None
         known = [(alg, got) for alg, got in pairs if alg in _DIGESTS]
         if not known:
             raise _Reject(f"{name} header has no supported algorithm")
@@ -464,14 +406,6 @@ def _parse_digest(value: str) -> list[tuple[str, bytes]]:
             raise _Reject("malformed digest header")
         pairs.append((alg.lower(), _unb64(b64.strip())))
     return pairs
-
-
-def _parse_content_digest(value: str) -> list[tuple[str, bytes]]:
-    try:
-        parsed = _sf_dict(value)
-    except (http_sf.StructuredFieldError, ValueError, UnicodeError):
-        raise _Reject("malformed content-digest header") from None
-    return [(alg.lower(), v) for alg, (v, _p) in parsed.items() if isinstance(v, bytes)]
 
 
 def _check_time(when: datetime, req: _Incoming, what: str) -> None:
@@ -542,14 +476,6 @@ def _put(headers: dict[str, str], name: str, value: str) -> None:
     headers[name] = value
 
 
-def _sf_dict(value: str) -> dict[str, Any]:
-    """Parse an RFC 8941 dictionary (raises StructuredFieldError/ValueError on garbage)."""
-    parsed = http_sf.parse(value.encode("utf-8", "surrogateescape"), tltype="dictionary")
-    if not isinstance(parsed, dict):
-        raise ValueError("not a dictionary")
-    return parsed
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -560,8 +486,3 @@ def _unb64(value: str) -> bytes:
     except (binascii.Error, ValueError):
         raise _Reject("signature or digest is not valid base64") from None
 
-
-def _short(text: str, limit: int = 40) -> str:
-    """Echo hostile strings into reasons only truncated and ASCII-safe (log handlers choke on surrogates)."""
-    text = text if len(text) <= limit else text[:limit] + "..."
-    return text.encode("ascii", "backslashreplace").decode("ascii")
