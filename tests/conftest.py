@@ -75,12 +75,25 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/fedibridge.db"
         return
+    url, drop = await _pg_create(_pg_admin_url())
+    yield url
+    await drop()
+
+
+def _pg_admin_url() -> str:
+    """FEDIBRIDGE_TEST_DATABASE_URL; missing in CI is a failure, locally a skip with the reason."""
     admin = os.environ.get(PG_ENV)
     if not admin:
         if os.environ.get("CI"):
             pytest.fail(f"{PG_ENV} must be set in CI (the PostgreSQL half of the suite)")
         pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://…")
-    url, drop = await _pg_create(admin)
+    return admin
+
+
+@pytest.fixture
+async def pg_database_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database only (tests that exist for PostgreSQL, like scale-out)."""
+    url, drop = await _pg_create(_pg_admin_url())
     yield url
     await drop()
 

@@ -519,3 +519,20 @@ class RemoteInstance:
         obj = {k: v for k, v in account.doc.items() if k != "@context"}
         return {"@context": self._ctx(account), "id": f"{account.id}#updates/{self._status_id()}",
                 "type": "Update", "actor": account.id, "to": [PUBLIC], "object": obj}
+
+
+async def add_followers(database_url: str, instances: list[RemoteInstance], per_host: int) -> int:
+    """Followers with personal inboxes only (no shared inbox): one delivery row per follower."""
+    from fedibridge.store import Store, utcnow
+    from fedibridge.tables import followers
+
+    store = await Store.open(database_url)
+    try:
+        async with store.begin() as conn:
+            await conn.execute(followers.insert(), [
+                {"actor_id": f"{inst.base}/users/u{n}", "handle": f"@u{n}@{inst.host}",
+                 "inbox": f"{inst.base}/users/u{n}/inbox", "shared_inbox": None, "since": utcnow()}
+                for inst in instances for n in range(per_host)])
+    finally:
+        await store.close()
+    return len(instances) * per_host

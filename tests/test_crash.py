@@ -17,10 +17,8 @@ from typing import Any
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fedibridge.store import Store, utcnow
-from fedibridge.tables import followers
 from tests.conftest import free_port, pem_private, wait_for
-from tests.remote import Received, RemoteInstance
+from tests.remote import Received, RemoteInstance, add_followers
 
 HOSTS = 60
 PER_HOST = 5
@@ -68,15 +66,7 @@ async def test_sigkill_mid_fan_out_loses_no_delivery(
         await inst.start()
     proc: asyncio.subprocess.Process | None = None
     try:
-        store = await Store.open(database_url)
-        try:
-            async with store.begin() as conn:
-                await conn.execute(followers.insert(), [
-                    {"actor_id": f"{inst.base}/users/u{n}", "handle": f"@u{n}@{inst.host}",
-                     "inbox": f"{inst.base}/users/u{n}/inbox", "shared_inbox": None, "since": utcnow()}
-                    for inst in instances for n in range(PER_HOST)])
-        finally:
-            await store.close()
+        await add_followers(database_url, instances, PER_HOST)
         log = tmp_path / "server.log"
         proc = await _start(tmp_path, env, port, log)
 

@@ -28,24 +28,11 @@ from sqlalchemy import select
 
 from fedibridge import delivery
 from fedibridge.store import Store, utcnow
-from fedibridge.tables import activities, deliveries, followers, inbox_items, leases
-from tests.conftest import PG_ENV, _pg_create, free_port, pem_private, wait_for
-from tests.remote import Received, RemoteInstance
+from fedibridge.tables import activities, deliveries, inbox_items, leases
+from tests.conftest import free_port, pem_private, wait_for
+from tests.remote import Received, RemoteInstance, add_followers
 
 TOKEN = "scaleout-admin-token"
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    """A fresh PostgreSQL database (conftest's postgresql half only)."""
-    admin = os.environ.get(PG_ENV)
-    if not admin:
-        if os.environ.get("CI"):
-            pytest.fail(f"{PG_ENV} must be set in CI")
-        pytest.skip(f"scale-out tests need {PG_ENV}=postgresql://…")
-    url, drop = await _pg_create(admin)
-    yield url
-    await drop()
 
 
 @dataclass
@@ -107,8 +94,8 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, pg_url: str, rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path, pg_url, rsa_key)
+async def cluster(tmp_path: Path, pg_database_url: str, rsa_key: rsa.RSAPrivateKey) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path, pg_database_url, rsa_key)
     yield c
     await c.stop()
 
@@ -118,20 +105,6 @@ async def _instances(n: int, subnet: int, key: rsa.RSAPrivateKey, status: Any = 
     for inst in out:
         await inst.start()
     return out
-
-
-async def _add_followers(database_url: str, instances: list[RemoteInstance], per_host: int) -> int:
-    """Personal inboxes only (no shared inbox): one delivery row per follower."""
-    store = await Store.open(database_url)
-    try:
-        async with store.begin() as conn:
-            await conn.execute(followers.insert(), [
-                {"actor_id": f"{inst.base}/users/u{n}", "handle": f"@u{n}@{inst.host}",
-                 "inbox": f"{inst.base}/users/u{n}/inbox", "shared_inbox": None, "since": utcnow()}
-                for inst in instances for n in range(per_host)])
-    finally:
-        await store.close()
-    return len(instances) * per_host
 
 
 async def _publish(base: str, slug: str, title: str = "Montée en charge « à deux » 🚀") -> str:
@@ -173,7 +146,7 @@ async def test_two_workers_share_one_fan_out_and_send_nothing_twice(cluster: Clu
                                                                     rsa_key: rsa.RSAPrivateKey) -> None:
     instances = await _instances(40, 3, rsa_key, _slow_ok)
     try:
-        total = await _add_followers(cluster.database_url, instances, 5)
+        total = await add_followers(cluster.database_url, instances, 5)
         await cluster.start("web", "web")
         for name in ("worker-a", "worker-b"):
             await cluster.start(name, "worker", FEDIBRIDGE_USER_AGENT=name, FEDIBRIDGE_DELIVERY_CONCURRENCY="8")
@@ -205,7 +178,7 @@ async def test_kill_9_of_one_worker_loses_nothing(cluster: Cluster, rsa_key: rsa
     cluster.extra.update(FEDIBRIDGE_DELIVERY_LEASE_SECONDS="3", FEDIBRIDGE_DELIVERY_CONCURRENCY="8")
     instances = await _instances(60, 4, rsa_key, _slow_ok)
     try:
-        total = await _add_followers(cluster.database_url, instances, 5)
+        total = await add_followers(cluster.database_url, instances, 5)
         await cluster.start("web", "web")
         victim = await cluster.start("victim", "worker", FEDIBRIDGE_USER_AGENT="victim")
         await cluster.start("survivor", "worker", FEDIBRIDGE_USER_AGENT="survivor")
@@ -306,7 +279,7 @@ async def test_workers_wake_on_notify_not_on_their_poll(cluster: Cluster, rsa_ke
 
     instances = await _instances(1, 6, rsa_key, record)
     try:
-        await _add_followers(cluster.database_url, instances, 1)
+        await add_followers(cluster.database_url, instances, 1)
         await cluster.start("web", "web")
         await cluster.start("worker", "worker")
         latencies = []
