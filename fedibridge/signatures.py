@@ -1,9 +1,9 @@
 """HTTP Signatures in both dialects the fediverse speaks: draft-cavage (Mastodon & co.) and RFC 9421.
 
-The public entry point: callers import everything from here. The draft-cavage dialect, the checks both
-dialects share (digests, time window, RSA) and key loading live here; what is specific to RFC 9421
-(structured-field parsing, coverage rules, signature base) lives in `fedibridge.rfc9421`, to keep each
-module to one job.
+The public entry point: callers import everything from here. The checks both dialects share (digests,
+time window, RSA), key loading and the dispatch between dialects live here; what is specific to each dialect
+lives in `fedibridge.cavage` (Signature header, signing string, Digest) and `fedibridge.rfc9421`
+(structured-field parsing, coverage rules, signature base), to keep each module to one job.
 Pure code: no I/O, the clock is injected. Signing returns the full header dict to send; verification
 never raises on hostile input and says *why* it failed, so the inbox can log and answer 401 precisely.
 RSA is done with `cryptography` directly on cached parsed keys (much faster than httpsig's own verify).
@@ -11,11 +11,8 @@ RSA is done with `cryptography` directly on cached parsed keys (much faster than
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from yarl import URL
 
-from . import rfc9421
+from . import cavage, rfc9421
+from .cavage import Rejected as _Reject
+from .cavage import digest_header
 from .rfc9421 import content_digest_header
-from .rfc9421 import short as _short
 
 __all__ = [
     "VerifyResult",
@@ -57,8 +55,6 @@ DEFAULT_CONTENT_TYPE = "application/activity+json"
 _DIGESTS: dict[str, Callable[[bytes], Any]] = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-# One `name="value"` (or bare `name=value`) parameter of a draft-cavage Signature header.
-_CAVAGE_PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"([^"]*)"|([^\s,"]+))\s*(?:,|\Z)')
 
 
 @dataclass(frozen=True)
@@ -71,20 +67,7 @@ class VerifyResult:
     scheme: str | None  # "cavage" | "rfc9421"
 
 
-class _Reject(Exception):
-    """Internal: a verification step failed for `reason`."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 # --- small public helpers -------------------------------------------------------------------------------
-
-
-def digest_header(body: bytes) -> str:
-    """`Digest` value (RFC 3230) as Mastodon sends and checks it."""
-    return "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode("ascii")
 
 
 def http_date(now: datetime) -> str:
@@ -148,18 +131,11 @@ def sign_request(
         _put(out, "Content-Type", DEFAULT_CONTENT_TYPE)
 
     if scheme == "cavage":
-        names = ["(request-target)", "host", "date"]
         if body is not None:
             _put(out, "Digest", digest_header(body))
-            names += ["digest", "content-type"]
-        elif _get(out, "accept") is not None:
-            names.append("accept")
+        names = cavage.names_to_sign(body is not None, _get(out, "accept") is not None)
         values = {n: str(_get(out, n)).strip() for n in names[1:]}
-        lines = [f"(request-target): {method.lower()} {target}"] + [f"{n}: {v}" for n, v in values.items()]
-        sig = _b64(_rsa_sign(private_key, "\n".join(lines)))
-        covered = " ".join(names)
-        value = f'keyId="{key_id}",algorithm="rsa-sha256",headers="{covered}",signature="{sig}"'
-        _put(out, "Signature", value)
+        _put(out, "Signature", cavage.signature_header(method, target, names, values, private_key, key_id))
     elif scheme == "rfc9421":
         values = {
             "@method": method.upper(),
@@ -189,7 +165,7 @@ def signature_key_id(headers: Mapping[str, str]) -> str | None:
             if len(h["signature-input"]) > MAX_SIGNATURE_FIELD:
                 return None
             return rfc9421.claimed_key_id(h["signature-input"])
-        params = _cavage_params(h)
+        params = cavage.parse_params(h)
         return params.get("keyid") if params else None
     except Exception:  # hostile header: there is simply no usable keyId
         return None
@@ -261,7 +237,7 @@ def _verify(
         except _Reject as rej:
             return VerifyResult(False, rej.reason, None, "rfc9421")
     try:
-        params = _cavage_params(h)
+        params = cavage.parse_params(h)
     except _Reject as rej:
         return VerifyResult(False, rej.reason, None, "cavage")
     if params is None:
@@ -274,74 +250,20 @@ def _verify(
     return VerifyResult(True, "ok", key_id, "cavage")
 
 
-def _cavage_params(h: dict[str, str]) -> dict[str, str] | None:
-    """Parameters of a draft-cavage `Signature:` (or `Authorization: Signature …`) header; None if absent."""
-    raw = h.get("signature")
-    if raw is None:
-        auth = h.get("authorization", "")
-        if not auth[:10].lower() == "signature ":
-            return None
-        raw = auth[10:]
-    params: dict[str, str] = {}
-    pos = 0
-    while pos < len(raw):
-        m = _CAVAGE_PARAM.match(raw, pos)
-        if m is None or m.end() == pos:
-            raise _Reject("malformed Signature header")
-        name = m.group(1).lower()
-        if name in params:
-            raise _Reject(f"duplicate {name!r} in Signature header")
-        params[name] = m.group(2) if m.group(2) is not None else m.group(3)
-        pos = m.end()
-    return params
-
-
 def _verify_cavage(req: _Incoming, params: dict[str, str]) -> None:
-    if not params.get("keyid"):
-        raise _Reject("Signature header has no keyId")
-    if not params.get("signature"):
-        raise _Reject("Signature header has no signature")
-    # hs2019 means "ask the key"; with an RSA key that is RSASSA-PKCS1-v1_5 SHA-256 in practice (GoToSocial).
-    algorithm = params.get("algorithm", "hs2019").lower()
-    if algorithm not in ("rsa-sha256", "hs2019"):
-        raise _Reject(f"unsupported algorithm {_short(algorithm)!r}")
-    covered = params.get("headers", "date").lower().split()
-    if len(covered) > MAX_COVERED:
-        raise _Reject("too many signed headers")
-    if len(set(covered)) != len(covered):
-        raise _Reject("duplicate signed header")
-    if "(request-target)" not in covered:
-        raise _Reject("(request-target) is not signed")
-    if "host" not in covered:
-        raise _Reject("host is not signed")
-    if "date" not in covered and "(created)" not in covered:
-        raise _Reject("date is not signed")
+    """draft-cavage rules (in `cavage`), then the checks shared with RFC 9421, then RSA over the signing string."""
+    covered = cavage.check(params, MAX_COVERED)
     _check_digests(req, covered, "digest")
-
-    pseudo: dict[str, str] = {"(request-target)": f"{req.method.lower()} {req.target}"}
-    for name in ("created", "expires"):
-        if f"({name})" in covered or name in params:
-            seconds = params.get(name, "")
-            if not seconds.isdigit() or len(seconds) > 12:
-                raise _Reject(f"({name}) parameter is missing or not an integer")
-            pseudo[f"({name})"] = seconds
+    pseudo = cavage.pseudo_headers(req.method, req.target, params, covered)
     if "date" in covered:
         _check_time(_parse_http_date(req.headers.get("date")), req, "date")
     if "(created)" in pseudo:
         _check_time(_from_ts(int(pseudo["(created)"])), req, "created")
     if "(expires)" in pseudo and int(pseudo["(expires)"]) < req.now.timestamp():
         raise _Reject("signature expired")
-
-    lines = []
-    for name in covered:
-        value = pseudo.get(name) if name.startswith("(") else req.headers.get(name)
-        if value is None and name == "host":
-            value = req.authority
-        if value is None:
-            raise _Reject(f"signed header {_short(name)!r} is missing")
-        lines.append(f"{name}: {value}")
-    signature = _unb64(params["signature"])
-    if not _rsa_verify(req.key, signature, "\n".join(lines), "rsa-v1_5-sha256"):
+    message = cavage.signing_string(covered, pseudo, req.headers, req.authority)
+    signature = cavage.unb64(params["signature"])
+    if not _rsa_verify(req.key, signature, message, "rsa-v1_5-sha256"):
         raise _Reject("signature mismatch")
 
 
@@ -387,7 +309,7 @@ def _check_digests(req: _Incoming, covered: list[str], usual: str) -> None:
         if value is None:
             raise _Reject(f"{name} header is missing")
         try:
-            pairs = _parse_digest(value) if name == "digest" else rfc9421.parse_content_digest(value)
+            pairs = cavage.parse_digest(value) if name == "digest" else rfc9421.parse_content_digest(value)
         except rfc9421.Rejected as rej:
             raise _Reject(rej.reason) from None
         known = [(alg, got) for alg, got in pairs if alg in _DIGESTS]
@@ -396,16 +318,6 @@ def _check_digests(req: _Incoming, covered: list[str], usual: str) -> None:
         for alg, got in known:
             if not hmac.compare_digest(got, _DIGESTS[alg](req.body).digest()):
                 raise _Reject("digest does not match body")
-
-
-def _parse_digest(value: str) -> list[tuple[str, bytes]]:
-    pairs = []
-    for part in value.split(","):
-        alg, sep, b64 = part.strip().partition("=")
-        if not sep:
-            raise _Reject("malformed digest header")
-        pairs.append((alg.lower(), _unb64(b64.strip())))
-    return pairs
 
 
 def _check_time(when: datetime, req: _Incoming, what: str) -> None:
@@ -427,10 +339,6 @@ def _parse_http_date(value: str | None) -> datetime:
         return _utc(parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError, OverflowError):
         raise _Reject("date header is not an HTTP date") from None
-
-
-def _rsa_sign(key: RSAPrivateKey, message: str) -> bytes:
-    return key.sign(message.encode("utf-8"), padding.PKCS1v15(), hashes.SHA256())
 
 
 def _rsa_verify(key: RSAPublicKey, signature: bytes, message: str, alg: str) -> bool:
@@ -474,15 +382,3 @@ def _put(headers: dict[str, str], name: str, value: str) -> None:
     for k in [k for k in headers if k.lower() == name.lower()]:
         del headers[k]
     headers[name] = value
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(value: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise _Reject("signature or digest is not valid base64") from None
-
