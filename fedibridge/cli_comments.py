@@ -127,6 +127,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
             print(f"domain  {d}  (configuration)")
         for a in settings.blocked_actors:
             print(f"actor   {a}  (configuration)")
+        if not (stored or settings.blocked_domains or settings.blocked_actors):
+            print("no blocks")
         return 0
 
     return _run(args, work)

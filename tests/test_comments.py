@@ -141,3 +141,5 @@ def test_cli_blocks_and_comments(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "no comment with id 42" in missing.stderr
     assert run("unblock", "spam.example").returncode == 0
     assert "spam.example" not in run("blocks").stdout
+    assert run("unblock", "https://m.example/users/troll").returncode == 0
+    assert run("blocks").stdout.strip() == "no blocks"
