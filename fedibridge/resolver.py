@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
 from types import TracebackType
@@ -28,6 +28,7 @@ from .errors import FetchError
 from .netguard import BlockedAddress, GuardedResolver, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
+from .store import utcnow
 
 Scheme = Literal["cavage", "rfc9421"]
 
@@ -35,10 +36,6 @@ AP_ACCEPT = 'application/activity+json, application/ld+json; profile="https://ww
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOSTS = 10_000
 _T = TypeVar("_T")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
