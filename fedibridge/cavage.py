@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -23,6 +24,7 @@ from .rfc9421 import short
 
 # One `name="value"` (or bare `name=value`) parameter of a draft-cavage Signature header.
 PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"([^"]*)"|([^\s,"]+))\s*(?:,|\Z)')
+_PARAMS = re.compile(r'(?:\s*[A-Za-z][A-Za-z0-9_-]*\s*=\s*(?:"[^"]*"|[^\s,"]+)\s*(?:,|\Z))+')
 
 
 class Rejected(Exception):
@@ -87,7 +89,7 @@ def signature_header(
 def parse_params(h: Mapping[str, str]) -> dict[str, str] | None:
     """Parameters of a draft-cavage `Signature:` (or `Authorization: Signature …`) header; None if absent.
 
-    `h` has lower-cased names.
+    `h` has lower-cased names. The result is shared (cached): callers must not modify it.
     """
     raw = h.get("signature")
     if raw is None:
@@ -95,17 +97,25 @@ def parse_params(h: Mapping[str, str]) -> dict[str, str] | None:
         if not auth[:10].lower() == "signature ":
             return None
         raw = auth[10:]
+    return _parse_raw(raw)
+
+
+@lru_cache(maxsize=256)
+def _parse_raw(raw: str) -> dict[str, str]:
+    """Cached: the inbox reads the keyId first (to fetch the key), then verifies the same header.
+
+    One fullmatch proves the whole header is well formed, one findall reads it: both in C.
+    """
+    if not raw:
+        return {}
+    if _PARAMS.fullmatch(raw) is None:
+        raise Rejected("malformed Signature header")
     params: dict[str, str] = {}
-    pos = 0
-    while pos < len(raw):
-        m = PARAM.match(raw, pos)
-        if m is None or m.end() == pos:
-            raise Rejected("malformed Signature header")
-        name = m.group(1).lower()
+    for name, quoted, bare in PARAM.findall(raw):
+        name = name.lower()
         if name in params:
             raise Rejected(f"duplicate {name!r} in Signature header")
-        params[name] = m.group(2) if m.group(2) is not None else m.group(3)
-        pos = m.end()
+        params[name] = bare or quoted
     return params
 
 
