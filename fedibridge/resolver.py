@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -331,7 +331,7 @@ class Resolver:
         self._clock = clock
         self._actors: OrderedDict[str, tuple[datetime, RemoteActor]] = OrderedDict()
         self._keys: OrderedDict[str, tuple[datetime, tuple[str, str]]] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[RemoteActor]] = {}
+        self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
 
     def _get(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str) -> _T | None:
         entry = cache.get(key)
@@ -360,22 +360,27 @@ class Resolver:
             raise FetchError(f"{actor_id} is not a usable actor: {exc}") from exc
         return self._store(actor)
 
-    def _done(self, actor_id: str, task: asyncio.Future[RemoteActor]) -> None:
-        if self._inflight.get(actor_id) is task:
-            del self._inflight[actor_id]
+    def _done(self, key: tuple[str, str, bool], task: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not logged as lost
+
+    async def _shared(self, key: tuple[str, str, bool], fetch: Callable[[], Awaitable[_T]]) -> _T:
+        """One fetch per (kind, URL, refresh) at a time: a burst of activities from a new server waits for
+        one GET of its actor instead of sending one each."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fetch())
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        # shield: one caller giving up must not cancel the fetch the others wait for
+        return await asyncio.shield(task)
 
     async def actor(self, actor_id: str, *, refresh: bool = False) -> RemoteActor:
         if not refresh and (cached := self._get(self._actors, actor_id)) is not None:
             return cached
-        task = self._inflight.get(actor_id)
-        if task is None:
-            task = asyncio.ensure_future(self._fetch_actor(actor_id))
-            self._inflight[actor_id] = task
-            task.add_done_callback(lambda t: self._done(actor_id, t))
-        # shield: one caller giving up must not cancel the fetch the others wait for
-        return await asyncio.shield(task)
+        return await self._shared(("actor", actor_id, refresh), lambda: self._fetch_actor(actor_id))
 
     async def _actor_with_key(self, owner: str, key_id: str, refresh: bool) -> RemoteActor:
         actor = await self.actor(owner, refresh=refresh)
@@ -387,6 +392,9 @@ class Resolver:
         """(owner actor id, public key PEM) for a signature keyId, proven by the owner's own document."""
         if not refresh and (cached := self._get(self._keys, key_id)) is not None:
             return cached
+        return await self._shared(("key", key_id, refresh), lambda: self._fetch_key(key_id, refresh))
+
+    async def _fetch_key(self, key_id: str, refresh: bool) -> tuple[str, str]:
         key_host = authority_of(key_id)
         final, doc = await self.client.fetch_json(key_id)
         doc_id = doc.get("id")

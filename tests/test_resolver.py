@@ -463,6 +463,19 @@ async def test_concurrent_misses_share_one_fetch(
     assert all(a is actors[0] for a in actors)
 
 
+async def test_burst_of_signed_posts_fetches_the_key_once(
+    serve: Serve, client: GuardedClient, remote_key: rsa.RSAPrivateKey
+) -> None:
+    """A new server's first burst (Mastodon sends a reply, a like and a boost at once) must not make us
+    fetch its actor once per activity."""
+    server, hits = await serve(instance_routes(pem_of(remote_key), [0.2]))
+    resolver = Resolver(client)
+    key_id = str(server.make_url("/users/bob")) + "#main-key"
+    keys = await asyncio.gather(*(resolver.key(key_id) for _ in range(12)))
+    assert hits["/users/bob"] == 1
+    assert len(set(keys)) == 1 and keys[0][0] == str(server.make_url("/users/bob"))
+
+
 async def test_actor_fetch_errors_are_fetch_errors(serve: Serve, client: GuardedClient) -> None:
     async def note(request: web.Request) -> web.Response:
         return ap_response({"id": f"{base_of(request)}{request.path}", "type": "Note", "content": "hi"})
