@@ -175,6 +175,9 @@ def validate(s: Settings) -> Settings:
     scheme = s.database_url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(f"invalid setting database_url={s.database_url!r}: expected sqlite:///… or postgresql://…")
+    if scheme == "sqlite" and (":memory:" in s.database_url or not s.database_url.split(":", 1)[1].strip("/")):
+        raise ConfigError(f"invalid setting database_url={s.database_url!r}: an in-memory SQLite database loses "
+                          "everything at exit; give a file, e.g. sqlite:///data/fedibridge.db")
     if s.moderation not in MODERATION_MODES:
         raise ConfigError(f"invalid setting moderation={s.moderation!r}: expected one of {', '.join(MODERATION_MODES)}")
     if s.object_type not in ("Note", "Article"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -35,8 +36,9 @@ BlockKind = Literal["domain", "actor"]
 # -- blocklists ------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4096)
 def host_of(url: str) -> str:
-    """Lower-case host (no port): domain blocks name hosts, as Mastodon's do."""
+    """Lower-case host (no port): domain blocks name hosts, as Mastodon's do. Cached: actors repeat."""
     return (urlsplit(url).hostname or "").lower()
 
 

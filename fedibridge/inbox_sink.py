@@ -1,0 +1,165 @@
+"""The inbox's write path to the database: one batch of accepted activities, one transaction, on a thread.
+
+This is the hottest write of the bridge (every signed POST waits for it before its 202), so it skips the
+async engine: on the request loop, each driver round trip of a transaction (a dozen with aiosqlite) waited
+behind every request handler that became ready meanwhile, and SQLAlchemy's per-row statement machinery
+cost more CPU than the insert itself. A sink owns one connection on a dedicated thread and writes with the
+driver directly; the request loop awaits one future per batch.
+
+- SQLite: the stdlib driver, one multi-row INSERT per batch.
+- PostgreSQL: asyncpg on a loop only this thread runs; one `INSERT … SELECT FROM unnest(…)` per batch.
+
+Values go through the columns' own bind processors (tables.inbox_items), so rows are stored exactly as the
+SQLAlchemy path stores them (tests/test_intake.py compares both). Both insert with ON CONFLICT (ap_id) DO
+NOTHING and report which ap_ids were new (the rest are duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any, Protocol
+
+import asyncpg
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.pool import SingletonThreadPool
+
+from .config import sqlalchemy_url
+from .store import sqlite_pragmas
+from .tables import inbox_items
+from .wakeup import CHANNEL
+
+# What the inbox writes; the other columns keep their defaults (locked_until NULL, error NULL).
+COLUMNS = ("ap_id", "type", "actor", "key_owner", "payload", "received_at", "state", "attempts", "next_attempt_at")
+Row = dict[str, Any]  # COLUMNS → values; "payload" is already JSON text
+
+
+class _Sink(Protocol):
+    def write(self, rows: list[Row]) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+def _processors(dialect: Dialect) -> list[Any]:
+    """Each column's bind processor (None for the payload: it arrives as JSON text already)."""
+    procs = []
+    for name in COLUMNS:
+        procs.append(None if name == "payload" else inbox_items.c[name].type.bind_processor(dialect))
+    return procs
+
+
+class _SqliteSink:
+    """Stdlib sqlite3 on the writer thread: one multi-row INSERT … RETURNING per batch.
+
+    One statement per batch, not one per row: each sqlite3 call releases and retakes the GIL, and every
+    retake competes with the request loop.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self._engine = create_engine("sqlite:" + database_url.split(":", 1)[1], connect_args={"timeout": 30},
+                                     poolclass=SingletonThreadPool)
+        event.listen(self._engine, "connect", sqlite_pragmas)
+        self._convert = list(zip(COLUMNS, _processors(self._engine.dialect), strict=True))
+
+    def write(self, rows: list[Row]) -> set[str]:
+        params = [row[n] if p is None else p(row[n]) for row in rows for n, p in self._convert]
+        conn = self._engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(_sqlite_insert(len(rows)), params)
+            new = {ap_id for (ap_id,) in cur.fetchall()}
+            conn.commit()
+            return new
+        except sqlite3.Error:
+            conn.rollback()
+            raise
+        finally:
+            conn.close()  # back to the pool, still open
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+@lru_cache(maxsize=256)  # n <= intake.MAX_BATCH
+def _sqlite_insert(n: int) -> str:
+    row = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+    return (f"INSERT INTO inbox_items ({', '.join(COLUMNS)}) VALUES {', '.join([row] * n)} "
+            "ON CONFLICT (ap_id) DO NOTHING RETURNING ap_id")
+
+
+class _PostgresSink:
+    _SQL = (
+        f"INSERT INTO inbox_items ({', '.join(COLUMNS)}) "
+        "SELECT * FROM unnest($1::text[], $2::varchar[], $3::text[], $4::text[], $5::text[], "
+        "$6::timestamp[], $7::varchar[], $8::int[], $9::timestamp[]) "
+        "ON CONFLICT (ap_id) DO NOTHING RETURNING ap_id"
+    )
+
+    def __init__(self, database_url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        url = make_url(sqlalchemy_url(database_url)).set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        self._conn: asyncpg.Connection = self._loop.run_until_complete(asyncpg.connect(dsn))
+        self._convert = dict(zip(COLUMNS, _processors(_pg_dialect()), strict=True))
+
+    def write(self, rows: list[Row]) -> set[str]:
+        columns = [[row[n] if p is None else p(row[n]) for row in rows] for n, p in self._convert.items()]
+        return self._loop.run_until_complete(self._write(columns))
+
+    async def _write(self, columns: list[list[Any]]) -> set[str]:
+        async with self._conn.transaction():
+            new = {r["ap_id"] for r in await self._conn.fetch(self._SQL, *columns)}
+            if new:
+                await self._conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # workers wake at commit
+        return new
+
+    def close(self) -> None:
+        try:
+            self._loop.run_until_complete(self._conn.close())
+        finally:
+            self._loop.close()
+
+
+def _pg_dialect() -> Dialect:
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+    return dialect()  # type: ignore[no-untyped-call]
+
+
+class WriterThread:
+    """A sink on a thread of its own; `await write(rows)` hands it one batch."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inbox-writer")
+        self._sink: _Sink | None = None
+
+    async def start(self) -> None:
+        """Connect now, so a database that cannot be reached fails at startup, not on the first POST."""
+        try:
+            self._sink = await self._run(self._open)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            raise
+
+    async def write(self, rows: list[Row]) -> set[str]:
+        sink = self._sink
+        assert sink is not None, "WriterThread.start() first"
+        return await self._run(sink.write, rows)  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        try:
+            if self._sink is not None:
+                await self._run(self._sink.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> _Sink:
+        if self._database_url.startswith("sqlite"):
+            return _SqliteSink(self._database_url)
+        return _PostgresSink(self._database_url)
