@@ -23,12 +23,11 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 import asyncpg
-from sqlalchemy import create_engine, event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.pool import SingletonThreadPool
 
 from .config import sqlalchemy_url
-from .store import sqlite_pragmas
+from .store import sqlite_path, sqlite_pragmas
 from .tables import inbox_items
 from .wakeup import CHANNEL
 
@@ -38,7 +37,8 @@ Row = dict[str, Any]  # COLUMNS → values; "payload" is already JSON text
 
 
 class _Sink(Protocol):
-    def write(self, rows: list[Row]) -> set[str]: ...
+    def prepare(self, rows: list[Row]) -> Any: ...  # on the request loop (it holds the GIL anyway)
+    def write(self, n: int, params: Any) -> set[str]: ...  # on the writer thread
     def close(self) -> None: ...
 
 
@@ -53,33 +53,33 @@ def _processors(dialect: Dialect) -> list[Any]:
 class _SqliteSink:
     """Stdlib sqlite3 on the writer thread: one multi-row INSERT … RETURNING per batch.
 
-    One statement per batch, not one per row: each sqlite3 call releases and retakes the GIL, and every
-    retake competes with the request loop.
+    The thread does nothing but the three driver calls (execute, fetchall, commit), which release the GIL
+    while SQLite works: every Python step there would have to win the GIL back from the request loop,
+    and each such handoff costs more than the step itself.
     """
 
     def __init__(self, database_url: str) -> None:
-        self._engine = create_engine("sqlite:" + database_url.split(":", 1)[1], connect_args={"timeout": 30},
-                                     poolclass=SingletonThreadPool)
-        event.listen(self._engine, "connect", sqlite_pragmas)
-        self._convert = list(zip(COLUMNS, _processors(self._engine.dialect), strict=True))
+        path = sqlite_path(database_url)
+        if path is None:
+            raise ValueError("the inbox writer needs an SQLite file")
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        sqlite_pragmas(self._conn, None)
+        self._convert = list(zip(COLUMNS, _processors(sqlite.dialect()), strict=True))
 
-    def write(self, rows: list[Row]) -> set[str]:
-        params = [row[n] if p is None else p(row[n]) for row in rows for n, p in self._convert]
-        conn = self._engine.raw_connection()
+    def prepare(self, rows: list[Row]) -> list[Any]:
+        return [row[n] if p is None else p(row[n]) for row in rows for n, p in self._convert]
+
+    def write(self, n: int, params: list[Any]) -> set[str]:
         try:
-            cur = conn.cursor()
-            cur.execute(_sqlite_insert(len(rows)), params)
-            new = {ap_id for (ap_id,) in cur.fetchall()}
-            conn.commit()
+            new = {ap_id for (ap_id,) in self._conn.execute(_sqlite_insert(n), params).fetchall()}
+            self._conn.commit()
             return new
         except sqlite3.Error:
-            conn.rollback()
+            self._conn.rollback()
             raise
-        finally:
-            conn.close()  # back to the pool, still open
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._conn.close()
 
 
 @lru_cache(maxsize=256)  # n <= intake.MAX_BATCH
@@ -102,10 +102,12 @@ class _PostgresSink:
         url = make_url(sqlalchemy_url(database_url)).set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
         self._conn: asyncpg.Connection = self._loop.run_until_complete(asyncpg.connect(dsn))
-        self._convert = dict(zip(COLUMNS, _processors(_pg_dialect()), strict=True))
+        self._convert = list(zip(COLUMNS, _processors(_pg_dialect()), strict=True))
 
-    def write(self, rows: list[Row]) -> set[str]:
-        columns = [[row[n] if p is None else p(row[n]) for row in rows] for n, p in self._convert.items()]
+    def prepare(self, rows: list[Row]) -> list[list[Any]]:
+        return [[row[n] if p is None else p(row[n]) for row in rows] for n, p in self._convert]
+
+    def write(self, n: int, columns: list[list[Any]]) -> set[str]:
         return self._loop.run_until_complete(self._write(columns))
 
     async def _write(self, columns: list[list[Any]]) -> set[str]:
@@ -147,7 +149,7 @@ class WriterThread:
     async def write(self, rows: list[Row]) -> set[str]:
         sink = self._sink
         assert sink is not None, "WriterThread.start() first"
-        return await self._run(sink.write, rows)  # type: ignore[no-any-return]
+        return await self._run(sink.write, len(rows), sink.prepare(rows))  # type: ignore[no-any-return]
 
     async def stop(self) -> None:
         try:

@@ -72,7 +72,7 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _sqlite_path(database_url: str) -> Path | None:
+def sqlite_path(database_url: str) -> Path | None:
     rest = database_url.split(":", 1)[1]
     if rest.startswith("///") and rest[3:] not in ("", ":memory:"):
         return Path(rest[3:].split("?", 1)[0])
@@ -90,7 +90,7 @@ class Store:
     @classmethod
     async def open(cls, database_url: str, *, migrate: bool = True) -> Store:
         """Create the engine, check the database answers, and bring the schema to head."""
-        path = _sqlite_path(database_url)
+        path = sqlite_path(database_url)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
