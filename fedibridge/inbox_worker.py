@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 # Set by the web side (same process) when it stores an activity, so handling starts at once.
 WAKE = web.AppKey("inbox_wake", asyncio.Event)
 BUSY_PAUSE = 0.2  # at least this many seconds the worker steps aside after a batch while our inbox accepts
+QUIET = 0.05  # role all: handling starts once the inbox has accepted nothing for this long…
+MAX_DEFER = 2.0  # …or after this many seconds of continuous load, so a sustained stream still progresses
 BUSY_SHARE = 9  # …and 9× the batch's own time: under load, handling gets about a tenth of the event loop
 
 
@@ -67,6 +69,8 @@ async def run(app: web.Application) -> None:
 async def _loop(app: web.Application, wake: asyncio.Event) -> None:
     pulse = app.get(PULSE)
     while True:
+        if pulse is not None:
+            await _until_quiet(pulse)
         wake.clear()
         seen = pulse.accepted if pulse else 0
         started = asyncio.get_running_loop().time()
@@ -85,6 +89,18 @@ async def _loop(app: web.Application, wake: asyncio.Event) -> None:
         await wait_event(wake, POLL_SECONDS)
 
 
+async def _until_quiet(pulse: Pulse) -> None:
+    """Wait while this process's inbox is accepting (a burst), but never longer than MAX_DEFER."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAX_DEFER
+    seen = pulse.accepted
+    while loop.time() < deadline:
+        await asyncio.sleep(QUIET)
+        if pulse.accepted == seen:
+            return
+        seen = pulse.accepted
+
+
 async def run_once(app: web.Application) -> int:
     """Claim and handle one batch of due rows, in arrival order; returns how many were handled."""
     rows = await claim(app, utcnow())
@@ -94,30 +110,36 @@ async def run_once(app: web.Application) -> int:
 
 
 async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list[Any]:
-    """Lease due pending rows to this process (SKIP LOCKED on PostgreSQL, compare-and-set on SQLite)."""
+    """Lease due pending rows to this process: one UPDATE … RETURNING over the oldest due rows
+    (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's single writer makes the statement atomic).
+
+    On SQLite a read comes first: an idle poll must not take the write lock, and a claim holds it for
+    one statement only, so the inbox's group commit never queues behind the worker for long.
+    """
     store = app[STORE]
     due = and_(
         inbox_items.c.state == "pending",
         inbox_items.c.next_attempt_at <= now,
         or_(inbox_items.c.locked_until.is_(None), inbox_items.c.locked_until < now),
     )
+    pick = select(inbox_items.c.id).where(due).order_by(inbox_items.c.id).limit(limit)
+    if store.is_postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    elif not await _any(store, select(inbox_items.c.id).where(due).limit(1)):
+        return []
+    stmt = (
+        inbox_items.update().where(inbox_items.c.id.in_(pick.scalar_subquery()))
+        .values(locked_until=now + LEASE, attempts=inbox_items.c.attempts + 1)
+        .returning(*inbox_items.c)
+    )
     async with store.begin() as conn:
-        pick = select(inbox_items.c.id).where(due).order_by(inbox_items.c.id).limit(limit)
-        if store.is_postgres:
-            pick = pick.with_for_update(skip_locked=True)
-        ids = [r.id for r in await conn.execute(pick)]
-        claimed = []
-        for item_id in ids:
-            result = await conn.execute(
-                inbox_items.update().where(and_(inbox_items.c.id == item_id, due))
-                .values(locked_until=now + LEASE, attempts=inbox_items.c.attempts + 1)
-            )
-            if result.rowcount == 1:
-                claimed.append(item_id)
-        if not claimed:
-            return []
-        rows = await conn.execute(select(inbox_items).where(inbox_items.c.id.in_(claimed)).order_by(inbox_items.c.id))
-        return list(rows)
+        rows = (await conn.execute(stmt)).all()
+    return sorted(rows, key=lambda r: r.id)
+
+
+async def _any(store: Any, stmt: Any) -> bool:
+    async with store.connect() as conn:
+        return (await conn.execute(stmt)).first() is not None
 
 
 async def _handle(app: web.Application, row: Any) -> None:
