@@ -10,7 +10,7 @@ would): its own cost per request is part of both rates. The bridge is measured i
 between two bare chunks taken with the bridge idle (backlog handled first); the figure is the median of
 the per-round ratios (bridge chunk rate / mean of the bare chunks around it).
 
-    .venv/bin/python bench/inbox.py [--requests 3000] [--rounds 5] [--concurrency 32] [--role all|web|both]
+    .venv/bin/python bench/inbox.py [--requests 5000] [--rounds 5] [--concurrency 32] [--role all|web|both]
                                     [--database-url postgresql://…/empty_db] [--profile PATH]
 """
 
@@ -243,7 +243,7 @@ async def main(n: int, concurrency: int, rounds: int, roles: list[str], database
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="bridge chunks, each between two bare chunks")
     parser.add_argument("--role", choices=("all", "web", "both"), default="all",
