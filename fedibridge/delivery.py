@@ -190,10 +190,8 @@ class Worker:
         )
         if self.store.is_postgres:
             due = due.with_for_update(skip_locked=True)
-        else:  # SQLite: an idle poll reads first instead of taking the single write lock (the inbox needs it)
-            async with self.store.connect() as conn:
-                if (await conn.execute(due.limit(1))).first() is None:
-                    return []
+        elif not await self.store.has_rows(due):  # SQLite: an idle poll takes no write lock
+            return []
         stmt = (
             update(deliveries)
             .where(deliveries.c.id.in_(due.scalar_subquery()))

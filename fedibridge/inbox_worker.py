@@ -125,7 +125,7 @@ async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list
     pick = select(inbox_items.c.id).where(due).order_by(inbox_items.c.id).limit(limit)
     if store.is_postgres:
         pick = pick.with_for_update(skip_locked=True)
-    elif not await _any(store, select(inbox_items.c.id).where(due).limit(1)):
+    elif not await store.has_rows(select(inbox_items.c.id).where(due)):
         return []
     stmt = (
         inbox_items.update().where(inbox_items.c.id.in_(pick.scalar_subquery()))
@@ -135,11 +135,6 @@ async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list
     async with store.begin() as conn:
         rows = (await conn.execute(stmt)).all()
     return sorted(rows, key=lambda r: r.id)
-
-
-async def _any(store: Any, stmt: Any) -> bool:
-    async with store.connect() as conn:
-        return (await conn.execute(stmt)).first() is not None
 
 
 async def _handle(app: web.Application, row: Any) -> None:

@@ -133,6 +133,12 @@ class Store:
     def begin(self) -> Any:
         return self.engine.begin()
 
+    async def has_rows(self, stmt: Any) -> bool:
+        """Whether a SELECT finds anything: workers on SQLite ask this before claiming, because a claim
+        takes the single write lock and an idle poll should not keep the inbox's commit waiting."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(stmt.limit(1))).first() is not None
+
     def connect(self) -> Any:
         return self.engine.connect()
 
