@@ -29,7 +29,7 @@ from sqlalchemy.engine import Dialect, make_url
 from .config import sqlalchemy_url
 from .store import sqlite_path, sqlite_pragmas
 from .tables import inbox_items
-from .wakeup import CHANNEL
+from .wakeup import CHANNEL, asyncpg_dsn
 
 # What the inbox writes; the other columns keep their defaults (locked_until NULL, error NULL).
 COLUMNS = ("ap_id", "type", "actor", "key_owner", "payload", "received_at", "state", "attempts", "next_attempt_at")
@@ -99,8 +99,7 @@ class _PostgresSink:
 
     def __init__(self, database_url: str) -> None:
         self._loop = asyncio.new_event_loop()
-        url = make_url(sqlalchemy_url(database_url)).set(drivername="postgresql")
-        dsn = url.render_as_string(hide_password=False)
+        dsn = asyncpg_dsn(make_url(sqlalchemy_url(database_url)))
         self._conn: asyncpg.Connection = self._loop.run_until_complete(asyncpg.connect(dsn))
         self._convert = list(zip(COLUMNS, _processors(_pg_dialect()), strict=True))
 

@@ -29,7 +29,7 @@ async def announce(conn: AsyncConnection) -> None:
         await conn.execute(_NOTIFY)
 
 
-def _asyncpg_dsn(engine_url: Any) -> str:
+def asyncpg_dsn(engine_url: Any) -> str:
     """The engine's URL without SQLAlchemy's driver suffix, as asyncpg.connect wants it."""
     return str(engine_url.set(drivername="postgresql").render_as_string(hide_password=False))
 
@@ -43,7 +43,7 @@ async def listen(app: web.Application, event: asyncio.Event) -> None:
     store = app[STORE]
     if not store.is_postgres:
         return
-    dsn = _asyncpg_dsn(store.engine.url)
+    dsn = asyncpg_dsn(store.engine.url)
 
     def wake(*_: Any) -> None:
         event.set()
