@@ -28,6 +28,8 @@ BUSY_PAUSE = 0.2  # at least this many seconds the worker steps aside after a ba
 QUIET = 0.05  # role all: handling starts once the inbox has accepted nothing for this long…
 MAX_DEFER = 2.0  # …or after this many seconds of continuous load, so a sustained stream still progresses
 BUSY_SHARE = 9  # …and 9× the batch's own time: under load, handling gets about a tenth of the event loop
+MAX_PAUSE = 1.0  # …but never longer than this: a slow batch (slow remotes, not CPU) must not stall the next one
+CONCURRENCY = 4  # senders handled at once: one sender's slow activity does not hold up the others'
 
 
 @dataclass
@@ -84,9 +86,18 @@ async def _loop(app: web.Application, wake: asyncio.Event) -> None:
         if handled:
             if pulse is not None and pulse.accepted != seen:
                 spent = asyncio.get_running_loop().time() - started
-                await asyncio.sleep(max(BUSY_PAUSE, BUSY_SHARE * spent))  # one batch per pause: never starves
+                await asyncio.sleep(pause(spent))  # one batch per pause: never starves
             continue
         await wait_event(wake, POLL_SECONDS)
+
+
+def pause(spent: float) -> float:
+    """How long to step aside after a batch that took `spent` seconds while our inbox kept accepting.
+
+    A batch's time is mostly waiting on remotes (thread completion, actor fetches), not CPU: without the
+    cap, one activity pointing at slow parents made everything behind it wait 9× that long.
+    """
+    return min(MAX_PAUSE, max(BUSY_PAUSE, BUSY_SHARE * spent))
 
 
 async def _until_quiet(pulse: Pulse) -> None:
@@ -102,10 +113,24 @@ async def _until_quiet(pulse: Pulse) -> None:
 
 
 async def run_once(app: web.Application) -> int:
-    """Claim and handle one batch of due rows, in arrival order; returns how many were handled."""
+    """Claim and handle one batch of due rows; returns how many were handled.
+
+    Each sender's activities run in arrival order (Create before its Update, Follow before its Undo);
+    different senders run side by side, CONCURRENCY at a time, so an activity waiting on slow remotes
+    delays only its own sender's later ones.
+    """
     rows = await claim(app, utcnow())
+    by_sender: dict[str, list[Any]] = {}
     for row in rows:
-        await _handle(app, row)
+        by_sender.setdefault(row.actor, []).append(row)
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def in_order(mine: list[Any]) -> None:
+        async with slots:
+            for row in mine:
+                await _handle(app, row)
+
+    await asyncio.gather(*(in_order(mine) for mine in by_sender.values()))
     return len(rows)
 
 
