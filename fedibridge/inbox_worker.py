@@ -17,6 +17,7 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 
 from .app import METRICS, STORE
+from .objects import ref_id
 from .store import utcnow, wait_event
 from .tables import inbox_items
 
@@ -115,14 +116,10 @@ async def _until_quiet(pulse: Pulse) -> None:
 async def run_once(app: web.Application) -> int:
     """Claim and handle one batch of due rows; returns how many were handled.
 
-    Each sender's activities run in arrival order (Create before its Update, Follow before its Undo);
-    different senders run side by side, CONCURRENCY at a time, so an activity waiting on slow remotes
-    delays only its own sender's later ones.
+    Related activities run in arrival order (see `related`); unrelated ones run side by side,
+    CONCURRENCY groups at a time, so an activity waiting on slow remotes delays only those tied to it.
     """
     rows = await claim(app, utcnow())
-    by_sender: dict[str, list[Any]] = {}
-    for row in rows:
-        by_sender.setdefault(row.actor, []).append(row)
     slots = asyncio.Semaphore(CONCURRENCY)
 
     async def in_order(mine: list[Any]) -> None:
@@ -130,8 +127,43 @@ async def run_once(app: web.Application) -> int:
             for row in mine:
                 await _handle(app, row)
 
-    await asyncio.gather(*(in_order(mine) for mine in by_sender.values()))
+    await asyncio.gather(*(in_order(mine) for mine in related(rows)))
     return len(rows)
+
+
+def _keys(row: Any) -> list[str]:
+    """What an activity touches: its sender, its object, and what that object replies to."""
+    obj = row.payload.get("object") if isinstance(row.payload, dict) else None
+    keys = [row.actor, ref_id(obj)]
+    if isinstance(obj, dict):
+        keys.append(ref_id(obj.get("inReplyTo")))
+    return [k for k in keys if k]
+
+
+def related(rows: list[Any]) -> list[list[Any]]:
+    """Rows grouped by shared sender, object or thread link, each group in arrival order.
+
+    One sender's Create comes before its Update and Delete, a Follow before its Undo, and a reply after
+    its parent's Create even from another server (handled first, the reply would fetch a parent that may
+    not be fetchable). Groups share nothing, so they may run in any order.
+    """
+    root = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        for key in _keys(row):
+            a, b = find(i), find(first.setdefault(key, i))
+            root[max(a, b)] = min(a, b)
+    groups: dict[int, list[Any]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(find(i), []).append(row)
+    return list(groups.values())
 
 
 async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list[Any]:

@@ -78,3 +78,25 @@ async def test_slow_parent_chain_does_not_stall_a_genuine_reply(make_bridge: Bri
         item = await _item(bridge, hostile["id"])
         assert "thread completion" in item.error and item.attempts == 1
         assert evil.fetched <= PARENT_BUDGET // SLOW + 1
+
+
+async def test_reply_and_its_parent_from_another_server_in_one_batch(make_bridge: BridgeFactory) -> None:
+    """Unrelated senders run side by side, but a reply still waits for its parent's Create (same batch)."""
+    async with RemoteInstance() as masto, RemoteInstance() as gts:
+        bridge = await make_bridge(moderation="open")
+        article_id = await publish(bridge)
+        alice = masto.add_actor("alice")
+        bob = gts.add_actor("bob", "gotosocial")
+        for n in range(3):
+            parent = masto.note(alice, f"<p>Premier avis {n}</p>", article_id)  # never served: only pushed
+            reply = gts.note(bob, f"<p>D’accord avec Alice {n} !</p>", parent["id"])
+            sent = await asyncio.gather(masto.send(alice, f"{bridge.url}/inbox", masto.create(alice, parent)),
+                                        gts.send(bob, f"{bridge.url}/inbox", gts.create(bob, reply)))
+            assert [s for s, _ in sent] == [202, 202]
+
+        async def threaded() -> bool:
+            async with bridge.http.get(f"{bridge.url}/api/articles/cafe/comments") as resp:
+                data = await resp.json()
+            return data["total"] == 6 and all(len(c["replies"]) == 1 for c in data["comments"])
+
+        await wait_for(threaded, timeout=10)
