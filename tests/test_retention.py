@@ -1,5 +1,6 @@
 """Inbox retention on SQLite and PostgreSQL: handled rows older than inbox_retention_days go, pending rows
-stay, and an activity re-sent after its row was pruned is handled again without duplicating anything."""
+stay, and an activity re-sent after its row was pruned is handled again without duplicating anything.
+In-memory state keyed by remote hosts is bounded too."""
 
 from __future__ import annotations
 
@@ -86,3 +87,22 @@ async def test_resent_activity_after_pruning_changes_nothing(make_bridge: Bridge
         assert await _count(bridge, reactions) == 1
         assert await _count(bridge, followers) == 1
         assert await _count(bridge, deliveries, deliveries.c.activity_id.in_(accepts)) == before
+
+
+async def test_probe_memory_of_unavailable_hosts_is_bounded(database_url: str) -> None:
+    """The delivery worker's per-host probe memory drops day-old entries instead of growing forever."""
+    import time
+
+    from fedibridge.domain_health import MAX_PROBED, may_probe
+
+    store = await Store.open(database_url)
+    try:
+        stale = time.monotonic() - 2 * 86_400
+        probed = {f"gone-{n}.example": stale for n in range(MAX_PROBED + 50)}
+        probed["recent.example"] = time.monotonic()
+        assert await may_probe(store, "down.example", "worker-1", probed)
+        assert set(probed) == {"recent.example", "down.example"}
+        assert not await may_probe(store, "down.example", "worker-1", probed)  # once a day
+        assert not await may_probe(store, "recent.example", "worker-1", probed)
+    finally:
+        await store.close()
