@@ -102,10 +102,15 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
 
 def _register_jobs(app: web.Application) -> None:
     """Each job module exposes `run(app)`; imported here so the web role loads none of them."""
-    from . import delivery, feedsource, inbox_worker
+    from . import delivery, feedsource, inbox_worker, retention
 
     for module in (delivery, inbox_worker, feedsource):
         app[JOBS].append((module.__name__.rsplit(".", 1)[1], module.run))
+
+    async def prune(app: web.Application) -> None:
+        await retention.run(app[STORE], app[SETTINGS].inbox_retention_days, app[WORKER_ID])
+
+    app[JOBS].append(("retention", prune))
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:

@@ -21,24 +21,32 @@ from .tables import articles, comments
 from .vocab import Site, iso
 
 PUBLIC_VISIBILITY = ("public", "unlisted")
+_parent = comments.alias("parent")
 
 
 def select_comments() -> Any:
-    """Comments joined with their article's slug and URL (every reader needs them)."""
+    """Comments joined with their article's slug and URL (every reader needs them), and their parent's visibility."""
+    parent_visibility = select(_parent.c.visibility).where(_parent.c.id == comments.c.parent_id).scalar_subquery()
     return select(comments, articles.c.slug.label("article_slug"), articles.c.url.label("article_url"),
-                  articles.c.deleted.label("article_deleted")).join(articles, comments.c.article_id == articles.c.id)
+                  articles.c.deleted.label("article_deleted"), parent_visibility.label("parent_visibility")
+                  ).join(articles, comments.c.article_id == articles.c.id)
 
 
 def comment_from_row(row: Any) -> Comment:
     """A joined comments row (see select_comments) as the plain record."""
     m = row._mapping if isinstance(row, Row) else row
+    in_reply_to, parent_id = m["in_reply_to"], m["parent_id"]
+    if m.get("parent_visibility") == "private" and m["visibility"] != "private":
+        # A public reply to a followers-only or direct comment: shown as a reply to the article, so no
+        # output (API, widget, feeds, webhook) names the private parent. The row keeps the real link.
+        in_reply_to, parent_id = m.get("article_url") or "", None
     author = Author(
         id=m["author_id"], name=m["author_name"], handle=m["author_handle"], url=m["author_url"],
         avatar=m["author_avatar"], emojis=tuple((str(a), str(b)) for a, b in (m["author_emojis"] or ())),
     )
     return Comment(
-        id=m["id"], article=m.get("article_slug") or "", ap_id=m["ap_id"], in_reply_to=m["in_reply_to"],
-        parent_id=m["parent_id"], author=author, content_html=m["content_html"], published=m["published"],
+        id=m["id"], article=m.get("article_slug") or "", ap_id=m["ap_id"], in_reply_to=in_reply_to,
+        parent_id=parent_id, author=author, content_html=m["content_html"], published=m["published"],
         updated=m["updated"], status=m["status"], visibility=m["visibility"], language=m["language"],
         summary=m["summary"], sensitive=bool(m["sensitive"]), deleted=bool(m["deleted"]), edited=bool(m["edited"]),
         url=m["url"], attachments=tuple(Attachment(a["url"], a.get("media_type"), a.get("alt"))

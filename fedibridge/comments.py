@@ -9,6 +9,7 @@ Every change emits its webhook event here; reading and JSON shapes live in comme
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 MAX_PARENT_DEPTH = 8  # how far up an unknown thread we fetch before giving up
+PARENT_BUDGET = 3.0  # seconds one activity may spend completing its thread, all parent fetches together
 METRIC = "fedibridge_comments_total"
 
 
@@ -142,8 +144,23 @@ async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> Remote
     return note
 
 
-async def _locate(app: web.Application, ref: str | None, depth: int = 0) -> _Target | None:
-    """Which article (and parent comment) a reply belongs to; unknown parents are fetched and stored."""
+async def _locate(app: web.Application, ref: str | None) -> _Target | None:
+    """Which article (and parent comment) a reply belongs to, within the thread-completion budget.
+
+    Unknown parents are fetched (at most MAX_PARENT_DEPTH, PARENT_BUDGET seconds in all), so a chain of
+    slow parents, hostile or not, costs one activity a few seconds, never minutes. Over budget the
+    activity fails like an unreachable remote: the worker retries it later (10 s, 1 min, 5 min, 25 min)
+    with a fresh budget, then gives up.
+    """
+    try:
+        async with asyncio.timeout(PARENT_BUDGET):
+            return await _locate_parent(app, ref)
+    except TimeoutError:
+        raise FetchError(f"thread completion for {ref} took over {PARENT_BUDGET:g} s; retrying later") from None
+
+
+async def _locate_parent(app: web.Application, ref: str | None, depth: int = 0) -> _Target | None:
+    """One step up the thread; unknown parents are fetched and stored."""
     if not ref:
         return None
     async with app[STORE].connect() as conn:
@@ -167,7 +184,7 @@ async def _locate(app: web.Application, ref: str | None, depth: int = 0) -> _Tar
         return None
     if authority_of(note.attributed_to) != authority_of(note.id):
         return None  # an object may only speak for authors of its own server
-    found = await _locate(app, note.in_reply_to, depth + 1)
+    found = await _locate_parent(app, note.in_reply_to, depth + 1)
     if found is None:
         return None
     try:

@@ -64,6 +64,7 @@ class Settings:
     delivery_lease_seconds: int = 300  # a worker's claim on a delivery row; others take it over after this
     domain_unavailable_days: int = 7
     fetch_timeout: float = 10.0
+    inbox_retention_days: int = 7  # handled inbox rows are deleted after this many days
     # comments
     moderation: str = "known"
     blocked_domains: list[str] = field(default_factory=list)
@@ -74,6 +75,9 @@ class Settings:
     webhook_url: str = ""
     webhook_secret: str = ""
     log_level: str = "info"
+    # privacy
+    public_followers: bool = False  # list followers to everyone (Mastodon's "hide network" is the default)
+    metrics_bind: str = ""  # host:port serving /metrics without a token; empty: /metrics on the main port, admin only
 
     # derived values -------------------------------------------------------------------------
     @property
@@ -190,12 +194,23 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",
                  "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes",
-                 "delivery_lease_seconds"):
+                 "delivery_lease_seconds", "inbox_retention_days"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
+    if s.metrics_bind:
+        metrics_address(s.metrics_bind)
     if s.webhook_url and not s.webhook_secret:
         raise ConfigError("invalid setting webhook_secret: required when webhook_url is set")
     return s
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """metrics_bind as (host, port): "127.0.0.1:9100", "[::1]:9100" or ":9100" (all interfaces)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"invalid setting metrics_bind={value!r}: expected host:port, e.g. 127.0.0.1:9100")
+    return host or "0.0.0.0", int(port)
 
 
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -19,6 +19,8 @@ from .store import Store
 from .tables import domains
 
 log = logging.getLogger(__name__)
+DAY = 86_400.0
+MAX_PROBED = 1000  # past this many remembered probes, those older than a day (useless) are dropped
 
 
 async def record(conn: AsyncConnection, now: datetime, ok: set[str], bad: set[str], unavailable_days: int) -> None:
@@ -40,12 +42,20 @@ async def record(conn: AsyncConnection, now: datetime, ok: set[str], bad: set[st
 
 
 async def may_probe(store: Store, host: str, worker_id: str, probed: dict[str, float]) -> bool:
-    """One delivery a day may try an unavailable host, whichever worker gets the lease."""
+    """One delivery a day may try an unavailable host, whichever worker gets the lease.
+
+    `probed` is this worker's memory of its own probes (the lease renews for its owner, so it is needed);
+    it is keyed by remote hosts, so expired entries are dropped and it stays bounded.
+    """
+    now = time.monotonic()
+    if len(probed) > MAX_PROBED:
+        for old in [h for h, when in probed.items() if now - when >= DAY]:
+            del probed[old]
     last = probed.get(host)
-    if last is not None and time.monotonic() - last < 86_400:
+    if last is not None and now - last < DAY:
         return False
     name = "probe:" + hashlib.sha256(host.encode()).hexdigest()[:40]
     if not await store.acquire_lease(name, worker_id, timedelta(days=1)):
         return False
-    probed[host] = time.monotonic()
+    probed[host] = now
     return True

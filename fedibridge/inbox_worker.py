@@ -17,6 +17,7 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 
 from .app import METRICS, STORE
+from .objects import ref_id
 from .store import utcnow, wait_event
 from .tables import inbox_items
 
@@ -28,6 +29,8 @@ BUSY_PAUSE = 0.2  # at least this many seconds the worker steps aside after a ba
 QUIET = 0.05  # role all: handling starts once the inbox has accepted nothing for this long…
 MAX_DEFER = 2.0  # …or after this many seconds of continuous load, so a sustained stream still progresses
 BUSY_SHARE = 9  # …and 9× the batch's own time: under load, handling gets about a tenth of the event loop
+MAX_PAUSE = 1.0  # …but never longer than this: a slow batch (slow remotes, not CPU) must not stall the next one
+CONCURRENCY = 4  # senders handled at once: one sender's slow activity does not hold up the others'
 
 
 @dataclass
@@ -84,9 +87,18 @@ async def _loop(app: web.Application, wake: asyncio.Event) -> None:
         if handled:
             if pulse is not None and pulse.accepted != seen:
                 spent = asyncio.get_running_loop().time() - started
-                await asyncio.sleep(max(BUSY_PAUSE, BUSY_SHARE * spent))  # one batch per pause: never starves
+                await asyncio.sleep(pause(spent))  # one batch per pause: never starves
             continue
         await wait_event(wake, POLL_SECONDS)
+
+
+def pause(spent: float) -> float:
+    """How long to step aside after a batch that took `spent` seconds while our inbox kept accepting.
+
+    A batch's time is mostly waiting on remotes (thread completion, actor fetches), not CPU: without the
+    cap, one activity pointing at slow parents made everything behind it wait 9× that long.
+    """
+    return min(MAX_PAUSE, max(BUSY_PAUSE, BUSY_SHARE * spent))
 
 
 async def _until_quiet(pulse: Pulse) -> None:
@@ -102,11 +114,56 @@ async def _until_quiet(pulse: Pulse) -> None:
 
 
 async def run_once(app: web.Application) -> int:
-    """Claim and handle one batch of due rows, in arrival order; returns how many were handled."""
+    """Claim and handle one batch of due rows; returns how many were handled.
+
+    Related activities run in arrival order (see `related`); unrelated ones run side by side,
+    CONCURRENCY groups at a time, so an activity waiting on slow remotes delays only those tied to it.
+    """
     rows = await claim(app, utcnow())
-    for row in rows:
-        await _handle(app, row)
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def in_order(mine: list[Any]) -> None:
+        async with slots:
+            for row in mine:
+                await _handle(app, row)
+
+    await asyncio.gather(*(in_order(mine) for mine in related(rows)))
     return len(rows)
+
+
+def _keys(row: Any) -> list[str]:
+    """What an activity touches: its sender, its object, and what that object replies to."""
+    obj = row.payload.get("object") if isinstance(row.payload, dict) else None
+    keys = [row.actor, ref_id(obj)]
+    if isinstance(obj, dict):
+        keys.append(ref_id(obj.get("inReplyTo")))
+    return [k for k in keys if k]
+
+
+def related(rows: list[Any]) -> list[list[Any]]:
+    """Rows grouped by shared sender, object or thread link, each group in arrival order.
+
+    One sender's Create comes before its Update and Delete, a Follow before its Undo, and a reply after
+    its parent's Create even from another server (handled first, the reply would fetch a parent that may
+    not be fetchable). Groups share nothing, so they may run in any order.
+    """
+    root = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        for key in _keys(row):
+            a, b = find(i), find(first.setdefault(key, i))
+            root[max(a, b)] = min(a, b)
+    groups: dict[int, list[Any]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(find(i), []).append(row)
+    return list(groups.values())
 
 
 async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list[Any]:

@@ -24,6 +24,16 @@ def test_defaults_work_without_a_file(tmp_path: Path, monkeypatch: pytest.Monkey
     assert s.database_url == "sqlite:///data/fedibridge.db"
     assert s.moderation == "known"
     assert s.allow_private_addresses is False
+    assert (s.public_followers, s.metrics_bind, s.inbox_retention_days) == (False, "", 7)
+
+
+def test_privacy_and_retention_settings_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = config.load(None, {"FEDIBRIDGE_PUBLIC_FOLLOWERS": "true", "FEDIBRIDGE_METRICS_BIND": "[::1]:9100",
+                           "FEDIBRIDGE_INBOX_RETENTION_DAYS": "30"})
+    assert (s.public_followers, s.inbox_retention_days) == (True, 30)
+    assert config.metrics_address(s.metrics_bind) == ("::1", 9100)
+    assert config.metrics_address(":9100") == ("0.0.0.0", 9100)
 
 
 def test_file_then_env_override(tmp_path: Path) -> None:
@@ -65,6 +75,10 @@ def test_config_path_from_env(tmp_path: Path) -> None:
         ("port = true\n", {}, "port"),
         ('webhook_url = "https://blog.example.org/hook"\n', {}, "webhook_secret"),
         ("base_url = [1, 2\n", {}, "cannot parse"),
+        ("", {"FEDIBRIDGE_METRICS_BIND": "9100"}, "metrics_bind"),
+        ("", {"FEDIBRIDGE_METRICS_BIND": "127.0.0.1:99999"}, "metrics_bind"),
+        ("", {"FEDIBRIDGE_INBOX_RETENTION_DAYS": "0"}, "inbox_retention_days"),
+        ("", {"FEDIBRIDGE_PUBLIC_FOLLOWERS": "perhaps"}, "FEDIBRIDGE_PUBLIC_FOLLOWERS"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:

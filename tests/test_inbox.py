@@ -137,7 +137,7 @@ async def test_bad_signatures_are_401(bridge: Bridge, remote: RemoteInstance, ta
     assert status == 401, text
     assert reason in json.loads(text)["error"]
     assert await n_rows(bridge, inbox_items) == 0
-    metrics = await (await bridge.http.get(bridge.url + "/metrics")).text()
+    metrics = await (await bridge.http.get(bridge.url + "/metrics", headers=bridge.admin)).text()
     assert 'fedibridge_inbox_requests_total{outcome="unauthorized"} 1' in metrics
 
 
@@ -191,7 +191,7 @@ async def test_duplicate_activity_is_processed_once(bridge: Bridge, remote: Remo
     await wait_for(lambda: done(bridge, follow["id"]))
     assert await n_rows(bridge, inbox_items) == 1
     assert await n_rows(bridge, deliveries) == 1  # one Accept, not two
-    metrics = await (await bridge.http.get(bridge.url + "/metrics")).text()
+    metrics = await (await bridge.http.get(bridge.url + "/metrics", headers=bridge.admin)).text()
     assert 'fedibridge_inbox_requests_total{outcome="duplicate"} 1' in metrics
     assert 'fedibridge_inbox_requests_total{outcome="accepted"} 1' in metrics
 
@@ -293,10 +293,10 @@ async def test_metrics_count_outcomes(bridge: Bridge, remote: RemoteInstance) ->
     await wait_for(lambda: is_follower(bridge, alice))
 
     async def handled() -> bool:
-        text = await (await bridge.http.get(bridge.url + "/metrics")).text()
+        text = await (await bridge.http.get(bridge.url + "/metrics", headers=bridge.admin)).text()
         return 'fedibridge_inbox_activities_total{outcome="followed",type="Follow"} 1' in text
 
     await wait_for(handled)
-    text = await (await bridge.http.get(bridge.url + "/metrics")).text()
+    text = await (await bridge.http.get(bridge.url + "/metrics", headers=bridge.admin)).text()
     for outcome in ("accepted", "malformed", "unauthorized"):
         assert f'fedibridge_inbox_requests_total{{outcome="{outcome}"}} 1' in text

@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 
 from .. import __version__, discovery, vocab
 from ..app import SETTINGS, SITE, STORE
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..store import count
 from ..tables import activities, articles, followers
-from .common import PAGE_SIZE, activity_response, json_response, page_number, wants_activity_json
+from .common import PAGE_SIZE, activity_response, json_response, page_number, require_admin, wants_activity_json
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 NODEINFO_PROFILE = "http://nodeinfo.diaspora.software/ns/schema/{v}#"
@@ -103,10 +103,27 @@ async def outbox(request: web.Request) -> web.Response:
     return await _collection(request, request.app[SITE].outbox, total, items)
 
 
+def _may_list_followers(request: web.Request) -> bool:
+    """Who follows the blog is private unless public_followers is set; the admin token always may."""
+    if request.app[SETTINGS].public_followers:
+        return True
+    try:
+        require_admin(request)
+    except Unauthorized:
+        return False
+    return True
+
+
 async def followers_collection(request: web.Request) -> web.Response:
+    """The count for everyone; the pages only when allowed (Mastodon's "hide network": 403 on a page)."""
     store = request.app[STORE]
     async with store.connect() as conn:
         total = await count(conn, select(func.count()).select_from(followers))
+    if not _may_list_followers(request):
+        if page_number(request) is not None:
+            raise Forbidden("this blog does not list its followers")
+        return activity_response(vocab.ordered_collection(request.app[SITE].followers, total, None),
+                                 headers={"Vary": "Accept, Authorization"})
 
     async def items(offset: int, limit: int) -> list[object]:
         async with store.connect() as conn:
@@ -116,7 +133,11 @@ async def followers_collection(request: web.Request) -> web.Response:
             )
             return [r.actor_id for r in rows]
 
-    return await _collection(request, request.app[SITE].followers, total, items)
+    resp = await _collection(request, request.app[SITE].followers, total, items)
+    if not request.app[SETTINGS].public_followers:
+        resp.headers["Vary"] = "Accept, Authorization"
+        resp.headers["Cache-Control"] = "private"
+    return resp
 
 
 async def empty_collection(request: web.Request) -> web.Response:

@@ -1,23 +1,42 @@
-"""Operator endpoints: health check and Prometheus metrics."""
+"""Operator endpoints: health check and Prometheus metrics.
+
+Metrics say who talks to the blog and how much, so they are not public: on the main port /metrics needs
+the admin token; with metrics_bind set they are served there (no token, for a scraper on a private
+address) and not on the main port at all.
+"""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy import func, select, text
 
-from ..app import METRICS, STORE
+from ..app import METRICS, SETTINGS, STORE
+from ..config import metrics_address
 from ..tables import deliveries, inbox_items
+from .common import require_admin
 
 
 async def healthz(request: web.Request) -> web.Response:
-    async with request.app[STORE].connect() as conn:
+    return await _health(request.app)
+
+
+async def _health(app: web.Application) -> web.Response:
+    async with app[STORE].connect() as conn:
         await conn.execute(text("SELECT 1"))
     return web.json_response({"status": "ok"})
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """/metrics on the main port: for the admin only."""
+    require_admin(request)
+    return await render(request.app)
+
+
+async def render(app: web.Application) -> web.Response:
     """Counters of this process plus queue gauges read from the shared database."""
-    async with request.app[STORE].connect() as conn:
+    async with app[STORE].connect() as conn:
         by_state = (await conn.execute(
             select(deliveries.c.state, func.count()).group_by(deliveries.c.state))).all()
         inbox_pending = (await conn.execute(
@@ -26,6 +45,26 @@ async def metrics(request: web.Request) -> web.Response:
         "fedibridge_delivery_queue": ("Delivery rows by state.", [({"state": s}, n) for s, n in by_state]),
         "fedibridge_inbox_queue": ("Inbox activities waiting to be handled.", [({}, inbox_pending)]),
     }
-    body = request.app[METRICS].render(gauges)
+    body = app[METRICS].render(gauges)
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """Serve /metrics (and /healthz) on metrics_bind, a separate address the public port never answers for."""
+    host, port = metrics_address(app[SETTINGS].metrics_bind)
+
+    async def scrape(request: web.Request) -> web.Response:
+        return await render(app)
+
+    async def health(request: web.Request) -> web.Response:
+        return await _health(app)
+
+    side = web.Application()
+    side.router.add_get("/metrics", scrape)
+    side.router.add_get("/healthz", health)
+    runner = web.AppRunner(side, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    yield
+    await runner.cleanup()

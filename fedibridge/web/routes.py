@@ -30,6 +30,9 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(actor + "/following", discovery.empty_collection)
     r.add_get(actor + "/collections/featured", discovery.empty_collection)
     r.add_get(prefix + "/healthz", ops.healthz)
-    r.add_get(prefix + "/metrics", ops.metrics)
+    if app[SETTINGS].metrics_bind:
+        app.cleanup_ctx.append(ops.metrics_listener)  # /metrics lives there, not on the public port
+    else:
+        r.add_get(prefix + "/metrics", ops.metrics)
     for module in FEATURES:
         module.setup(app, prefix)
