@@ -9,7 +9,6 @@ Every change emits its webhook event here; reading and JSON shapes live in comme
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -24,6 +23,7 @@ from .app import CLIENT, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from .comment_views import comment_from_row, comment_json, find_article, get_comment, select_comments
 from .config import Settings
 from .errors import FetchError
+from .logsafe import logger
 from .models import Author, Comment
 from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
 from .queue import insert_ignore
@@ -32,7 +32,7 @@ from .resolver import authority_of
 from .store import utcnow
 from .tables import articles, comments, reactions
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 MAX_PARENT_DEPTH = 8  # how far up an unknown thread we fetch before giving up

@@ -30,11 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
 from .errors import FetchError
+from .logsafe import logger
 from .resolver import retry_after_seconds
 from .store import Store, utcnow, wait_event
 from .tables import activities, deliveries, domains, followers
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 LEASE = timedelta(minutes=5)  # default claim; settings.delivery_lease_seconds decides
 BATCH = 200  # rows claimed per statement

@@ -10,17 +10,18 @@ import hashlib
 import html
 import mimetypes
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedEntry, FeedGenerator
 from lxml import etree
 
-from .models import Article, Comment
+from .models import Article, Author, Comment
+from .sanitize import strip_controls
 
 __all__ = ["FeedSite", "article_feed", "comment_feed", "feed_etag", "last_modified"]
 
@@ -223,6 +224,31 @@ def _render(fg: FeedGenerator, kind: str) -> bytes:
     return out
 
 
+_Record = TypeVar("_Record", Article, Author, Comment)
+
+
+def _xml_safe(record: _Record) -> _Record:
+    """The record with control characters removed from its text fields (and its author's).
+
+    XML 1.0 cannot carry most C0 characters: one stored before they were stripped on the way in made
+    lxml fail the whole feed, for everyone. Cheap when there is nothing to remove (no copy is made).
+    """
+    changes: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str):
+            cleaned: Any = strip_controls(value)
+        elif isinstance(value, Author):
+            cleaned = _xml_safe(value)
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            cleaned = tuple(strip_controls(v) for v in value)
+        else:
+            continue
+        if cleaned != value:
+            changes[f.name] = cleaned
+    return replace(record, **changes) if changes else record
+
+
 def _check_kind(kind: str) -> None:
     if kind not in ("rss", "atom"):
         raise ValueError(f"unknown feed kind {kind!r}")
@@ -260,7 +286,7 @@ def article_feed(
     """The blog's /feed.rss or /feed.atom: live articles newest first, each linked to its comment feed."""
     _check_kind(kind)
     live = sorted(
-        (a for a in articles if a.deleted is None), key=lambda a: (_utc(a.published), a.slug), reverse=True
+        (_xml_safe(a) for a in articles if a.deleted is None), key=lambda a: (_utc(a.published), a.slug), reverse=True
     )
     fg = _new_feed(
         site,
@@ -327,8 +353,9 @@ def comment_feed(
     """
     _check_kind(kind)
     known: dict[str, Article] = dict(articles or {})
+    known = {slug: _xml_safe(a) for slug, a in known.items()}
     if article is not None:
-        known[article.slug] = article
+        article = known[article.slug] = _xml_safe(article)
         title = f"Comments on {article.title}"
         alternate = article.url
         self_url = f"{site.base_url}/articles/{article.slug}/comments.{kind}"
@@ -336,7 +363,7 @@ def comment_feed(
         title = f"Comments on {site.title}"
         alternate = site.blog_url
         self_url = f"{site.base_url}/comments.{kind}"
-    shown = [c for c in _unique(_flatten(comments)) if not c.deleted]
+    shown = [_xml_safe(c) for c in _unique(_flatten(comments)) if not c.deleted]
     shown.sort(key=lambda c: (_utc(c.published), c.ap_id), reverse=True)
     # No feed-level author: every comment entry names its own.
     fg = _new_feed(site, title, title, alternate, self_url, kind, last_modified(shown), False)

@@ -53,6 +53,21 @@ def host_of(url: str) -> str:
 
 
 @lru_cache(maxsize=8192)
+def netloc_of(url: str) -> str:
+    """Normalised "host[:port]" as people write it (port only when not the scheme's default): handles' domain."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    host = normalise_host(parts.hostname or "")
+    if not host:
+        return ""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()) else f"{shown}:{port}"
+
+
+@lru_cache(maxsize=8192)
 def authority_of(url: str) -> str:
     """Normalised "host:port" of an http(s) URL, default port made explicit ('' when unusable).
 

@@ -8,7 +8,6 @@ idempotent: a crash after a handler ran but before the row was marked done runs 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,10 +16,11 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 
 from .app import METRICS, STORE
+from .logsafe import logger
 from .store import utcnow, wait_event
 from .tables import inbox_items
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 # Set by the web side (same process) when it stores an activity, so handling starts at once.
 WAKE = web.AppKey("inbox_wake", asyncio.Event)

@@ -9,7 +9,6 @@ it is never lost and never approved without a verdict.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -21,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .config import Settings
 from .errors import BadRequest, FetchError
+from .logsafe import logger
 from .queue import insert_ignore
 from .resolver import GuardedClient
 from .sanitize import plain_text
 from .tables import blocks, comments
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 Status = Literal["pending", "approved", "rejected"]
 Verdict = Literal["spam", "ham", "unknown"]

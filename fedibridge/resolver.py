@@ -8,7 +8,6 @@ how long and how much we read, and how requests are signed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from aiohttp.resolver import DefaultResolver
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
+from . import remote_json
 from .errors import FetchError
-from .netguard import BlockedAddress, GuardedResolver, is_public_address
+from .netguard import BlockedAddress, GuardedResolver, is_noncanonical_ipv4, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
 from .store import utcnow
@@ -156,6 +156,8 @@ class GuardedClient:
             raise FetchError(f"invalid URL {url!r}") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise FetchError(f"refusing URL {url!r}: only absolute http(s) URLs are fetched")
+        if is_noncanonical_ipv4(parsed.host):  # whatever allow_private says: never a real server's name
+            raise FetchError(f"refusing {url}: {parsed.host} is not a canonical IPv4 address")
         if not self._allow_private:
             try:
                 literal = ip_address(parsed.host.split("%", 1)[0])
@@ -281,9 +283,9 @@ class GuardedClient:
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise FetchError(f"{resp.url} answered {media_type or 'no content type'}, not JSON")
         try:
-            doc = json.loads(resp.body)
-        except (ValueError, RecursionError) as exc:
-            raise FetchError(f"invalid JSON from {resp.url}") from exc
+            doc = remote_json.loads(resp.body)
+        except ValueError as exc:
+            raise FetchError(f"invalid JSON from {resp.url}: {exc}") from None
         if not isinstance(doc, dict):
             raise FetchError(f"{resp.url} did not return a JSON object")
         return resp.url, doc

@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiohttp import web
 from sqlalchemy import select
 
+from .. import remote_json
 from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from ..errors import (
     BadRequest,
@@ -34,6 +33,7 @@ from ..errors import (
 )
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
+from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
 from ..queue import host_of
@@ -43,7 +43,7 @@ from ..store import utcnow
 from ..tables import comments, followers
 from .common import AP_TYPES
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 METRIC = "fedibridge_inbox_requests_total"
 
 
@@ -153,9 +153,9 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        activity = orjson.loads(body)  # UTF-8 only, as RFC 8259 requires; nesting capped at 1024 levels
-    except orjson.JSONDecodeError:
-        raise BadRequest("malformed JSON") from None
+        activity = remote_json.loads(body)  # UTF-8 only, as RFC 8259 requires; nesting capped, controls stripped
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     if not isinstance(activity, dict):
         raise BadRequest("activity must be a JSON object")
     if not isinstance(activity.get("type"), str) or not activity["type"]:
