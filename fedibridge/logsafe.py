@@ -43,10 +43,13 @@ def redact(text: str) -> str:
     return _SECRET_PARAM.sub(r"\1***", text)
 
 
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escape_char(match: re.Match[str]) -> str:
     c = match.group()
-    if c == "\\":
-        return "\\\\"
+    if c in _NAMED:
+        return _NAMED[c]
     code = ord(c)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
