@@ -25,6 +25,7 @@ from yarl import URL
 
 from . import remote_json
 from .errors import FetchError
+from .hosts import normalise_host
 from .netguard import BlockedAddress, GuardedResolver, is_noncanonical_ipv4, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
@@ -140,11 +141,12 @@ class GuardedClient:
     def scheme_for(self, host: str) -> Scheme:
         """The signature scheme that last worked for this host, else the signer's default."""
         default: Scheme = self._signer.default_scheme if self._signer else "cavage"
-        return self._schemes.get(host.lower(), default)
+        return self._schemes.get(normalise_host(host), default)
 
     def _remember(self, host: str, scheme: Scheme) -> None:
-        self._schemes[host.lower()] = scheme
-        self._schemes.move_to_end(host.lower())
+        host = normalise_host(host)
+        self._schemes[host] = scheme
+        self._schemes.move_to_end(host)
         while len(self._schemes) > _MAX_HOSTS:
             self._schemes.popitem(last=False)
 

@@ -31,12 +31,12 @@ from ..errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from ..hosts import netloc_of
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
 from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
-from ..queue import host_of
 from ..resolver import authority_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
@@ -60,8 +60,8 @@ BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewh
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
 _authority = lru_cache(maxsize=4096)(authority_of)
-_host = lru_cache(maxsize=4096)(host_of)
-# host_of's netloc for an http(s) URL, without urlsplit's cost: activity ids are new on every request.
+# The netloc of an http(s) URL, without urlsplit's cost: activity ids are new on every request. Compared with
+# the actor's normalised netloc; an id spelled otherwise (case, trailing dot…) only falls back to the body hash.
 # (urlsplit also drops tabs and newlines; this keeps them, so such an id never matches: the safe side.)
 _NETLOC = re.compile(r"https?://([^/?#]*)")
 
@@ -262,6 +262,6 @@ def _ap_id(activity: dict[str, Any], actor_id: str, body: bytes) -> str:
     drop the real one as a "duplicate".
     """
     raw = activity.get("id")
-    if isinstance(raw, str) and (m := _NETLOC.match(raw)) is not None and m.group(1).lower() == _host(actor_id):
+    if isinstance(raw, str) and (m := _NETLOC.match(raw)) is not None and m.group(1).lower() == netloc_of(actor_id):
         return raw
     return "sha256:" + hashlib.sha256(body).hexdigest()
