@@ -215,3 +215,24 @@ async def test_log_lines_cannot_be_forged_and_carry_no_secret(
 
 async def _logged(caplog: pytest.LogCaptureFixture, needle: str) -> bool:
     return needle in caplog.text
+
+
+async def test_metric_labels_never_take_sender_chosen_types(bridge: Bridge, remote: RemoteInstance) -> None:
+    """Each invented activity type used to add a metrics series forever; they all count as "other" now."""
+    alice = remote.add_actor("alice")
+    invented = ["Bite", "Zap-1", "Zap-2", "EvilType\\n", "x" * 40]
+    for n, kind in enumerate(invented):
+        activity = {"@context": "https://www.w3.org/ns/activitystreams", "id": f"{alice.id}#odd/{n}",
+                    "type": kind, "actor": alice.id, "object": bridge.actor}
+        status, text = await remote.send(alice, f"{bridge.url}/inbox", activity)
+        assert status == 202, text
+    await remote.send(alice, f"{bridge.url}/inbox", remote.follow(alice, bridge.actor))
+    await settled(bridge)
+    async with bridge.http.get(f"{bridge.url}/metrics") as resp:
+        assert resp.status == 200
+        lines = [line for line in (await resp.text()).splitlines()
+                 if line.startswith("fedibridge_inbox_activities_total{")]
+    types = {line.split('type="', 1)[1].split('"', 1)[0] for line in lines}
+    assert types == {"Follow", "other"}, lines
+    other = sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'type="other"' in line)
+    assert other == len(invented)
