@@ -198,3 +198,57 @@ async def test_domain_blocks_hold_however_the_host_is_spelled(make_bridge: Any) 
         assert resp.status == 200, await resp.text()  # removes the row however it was spelled
     async with bridge.store.connect() as conn:
         assert not await moderation.is_blocked(conn, bridge.settings, "https://old.example/users/o")
+
+
+async def _statuses(bridge: Bridge) -> dict[str, tuple[str, str, str]]:
+    """ap_id → (status, content, author name) as the admin API shows them."""
+    async with bridge.http.get(f"{bridge.url}/api/comments?status=all", headers=bridge.admin) as resp:
+        assert resp.status == 200
+        return {c["ap_id"]: (c["status"], c["content_html"], c["author"]["name"])
+                for c in (await resp.json())["comments"]}
+
+
+async def _approve(bridge: Bridge, ap_id: str) -> None:
+    async with bridge.http.get(f"{bridge.url}/api/comments?status=all", headers=bridge.admin) as resp:
+        [cid] = [c["id"] for c in (await resp.json())["comments"] if c["ap_id"] == ap_id]
+    async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize("mode", ["hold", "known"])
+async def test_edits_and_renames_in_hold_mode_wait_for_the_owner_again(make_bridge: Any, mode: str) -> None:
+    from .remote import RemoteInstance
+    from .test_comment_flows import deliver, public, publish
+
+    async with RemoteInstance() as masto:
+        bridge = await make_bridge(moderation=mode)
+        article_id = await publish(bridge)
+        alice = masto.add_actor("alice", name="Alice")
+        note = masto.note(alice, "<p>Joli billet</p>", article_id)
+        await deliver(bridge, masto, alice, masto.create(alice, note))
+        assert (await _statuses(bridge))[note["id"]][0] == "pending"
+        await _approve(bridge, note["id"])
+
+        # An Update that changes nothing readers see (Mastodon re-sends on poll counts, for one) changes nothing.
+        await deliver(bridge, masto, alice, masto.update(alice, note))
+        assert (await _statuses(bridge))[note["id"]][0] == "approved"
+
+        # The text changes after approval: in hold mode the owner has not seen it, so it waits again.
+        edited = {**note, "content": "<p>Achetez sur spam.example !</p>",
+                  "contentMap": {"fr": "<p>Achetez sur spam.example !</p>"}}
+        await deliver(bridge, masto, alice, masto.update(alice, edited))
+        status, content, _ = (await _statuses(bridge))[note["id"]]
+        assert content == "<p>Achetez sur spam.example !</p>"
+        shown = [c["ap_id"] for c in (await public(bridge))["comments"]]
+        if mode == "hold":
+            assert status == "pending" and shown == []
+            await _approve(bridge, note["id"])
+        else:
+            assert status == "approved" and shown == [note["id"]]  # known mode trusts a known author's edits
+
+        # The display name changes (Update(Person), fetched again from its origin): new text next to the comment.
+        alice.doc["name"] = "Achetez sur spam.example"
+        await deliver(bridge, masto, alice, masto.actor_update(alice))
+        status, _, name = (await _statuses(bridge))[note["id"]]
+        assert name == "Achetez sur spam.example"
+        assert status == ("pending" if mode == "hold" else "approved")
