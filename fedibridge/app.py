@@ -7,7 +7,6 @@ start and stop in cleanup_ctx, so tests can run several apps in one process.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,12 +17,13 @@ from aiohttp import web
 
 from .config import Settings
 from .keys import KeyPair, ensure_admin_token, ensure_keypair
+from .logsafe import logger, register_secret
 from .metrics import Metrics
 from .resolver import GuardedClient, Resolver, Signer
 from .store import Store
 from .vocab import Site
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 Role = Literal["all", "web", "worker"]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -81,6 +81,8 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=body_cap)
     keys, _ = ensure_keypair(settings.keys_path)
     token = settings.admin_token or ensure_admin_token(settings.keys_path)[0]
+    for secret in (token, settings.spam_check_key, settings.webhook_secret):
+        register_secret(secret)  # replaced by *** wherever a log line would carry it
     app[SETTINGS] = settings
     app[KEYS] = keys
     app[SITE] = make_site(settings, keys)

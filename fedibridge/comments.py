@@ -10,7 +10,6 @@ Every change emits its webhook event here; reading and JSON shapes live in comme
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,6 +24,7 @@ from .app import CLIENT, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from .comment_views import comment_from_row, comment_json, find_article, get_comment, select_comments
 from .config import Settings
 from .errors import FetchError
+from .logsafe import logger
 from .models import Author, Comment
 from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
 from .queue import insert_ignore
@@ -33,7 +33,7 @@ from .resolver import authority_of
 from .store import utcnow
 from .tables import articles, comments, reactions
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 MAX_PARENT_DEPTH = 8  # how far up an unknown thread we fetch before giving up
@@ -291,14 +291,22 @@ async def on_update(app: web.Application, activity: dict[str, Any], actor_id: st
         return None
     if row.deleted:
         return "comment_deleted_already"
-    now = utcnow()
+    now, values = utcnow(), _values(note)
+    status = row.status
+    if app[SETTINGS].moderation == "hold" and status == "approved" and _shows_new_text(row, values):
+        status = "pending"  # the owner approved the old text, not this one ("known" mode trusts the author)
     async with app[STORE].begin() as conn:
         await conn.execute(comments.update().where(comments.c.id == row.id).values(
-            edited=True, updated=note.updated or now, **_values(note)))
+            edited=True, updated=note.updated or now, status=status, **values))
         c = await get_comment(conn, row.id)
         assert c is not None
         await _event(conn, app[SETTINGS], "comment.edited", c, now)
     return "comment_edited"
+
+
+def _shows_new_text(row: Any, values: dict[str, Any]) -> bool:
+    """Whether an edit changes what readers see (text, content warning, media), not only metadata."""
+    return any(row._mapping[k] != values[k] for k in ("content_html", "summary", "attachments"))
 
 
 async def _refresh_author(app: web.Application, actor_id: str) -> str | None:
@@ -310,6 +318,13 @@ async def _refresh_author(app: web.Application, actor_id: str) -> str | None:
     except FetchError:
         return None
     async with app[STORE].begin() as conn:
+        if app[SETTINGS].moderation == "hold":
+            # A new display name is new text next to approved comments: in hold mode the owner sees it first.
+            renamed = comments.c.author_name.is_distinct_from(author.name) | \
+                comments.c.author_handle.is_distinct_from(author.handle)
+            await conn.execute(comments.update().where(
+                comments.c.author_id == actor_id, comments.c.status == "approved", comments.c.deleted.is_(False),
+                renamed).values(status="pending"))
         await conn.execute(comments.update().where(comments.c.author_id == actor_id, comments.c.deleted.is_(False))
                            .values(author_name=author.name, author_handle=author.handle, author_url=author.url,
                                    author_avatar=author.avatar, author_emojis=[list(e) for e in author.emojis]))

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .hosts import host_of
 
 ENV_PREFIX = "FEDIBRIDGE_"
 # FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
@@ -201,7 +202,22 @@ def validate(s: Settings) -> Settings:
         metrics_address(s.metrics_bind)
     if s.webhook_url and not s.webhook_secret:
         raise ConfigError("invalid setting webhook_secret: required when webhook_url is set")
-    return s
+    domains = _blocked_domains(s.blocked_domains)
+    return s if domains == s.blocked_domains else dataclasses.replace(s, blocked_domains=domains)
+
+
+def _blocked_domains(values: list[str]) -> list[str]:
+    """Blocked domains spelled once (hosts.normalise_host): `EVIL.example.` and `evil.example` are one block."""
+    out: list[str] = []
+    for value in values:
+        if not value.strip():
+            continue
+        host = host_of(value if "://" in value else "http://" + value.strip())
+        if not host:
+            raise ConfigError(f"invalid setting blocked_domains: {value!r} is not a domain")
+        if host not in out:
+            out.append(host)
+    return out
 
 
 def metrics_address(value: str) -> tuple[str, int]:

@@ -30,11 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
 from .errors import FetchError
+from .hosts import netloc_of
+from .logsafe import logger
 from .resolver import retry_after_seconds
 from .store import Store, utcnow, wait_event
 from .tables import activities, deliveries, domains, followers
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 LEASE = timedelta(minutes=5)  # default claim; settings.delivery_lease_seconds decides
 BATCH = 200  # rows claimed per statement
@@ -203,7 +205,9 @@ class Worker:
             result = (await conn.execute(stmt)).all()
             if not result:
                 return []
-            rows = [Claimed(r.id, r.activity_id, r.kind, r.inbox, r.host, r.body, r.attempts, time.monotonic())
+            # Host from the inbox itself: rows queued before hosts were normalised may spell it otherwise.
+            rows = [Claimed(r.id, r.activity_id, r.kind, r.inbox, netloc_of(r.inbox) or r.host, r.body, r.attempts,
+                            time.monotonic())
                     for r in result]
             await self._load_payloads(conn, {r.activity_id for r in rows if r.kind == "ap" and r.activity_id})
             hosts = {r.host for r in rows if r.kind == "ap"}

@@ -10,25 +10,20 @@ import hashlib
 import html
 import mimetypes
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedEntry, FeedGenerator
-from lxml import etree
 
-from .models import Article, Comment
+from .feed_extensions import CommentsEntryExtension, CommentsExtension
+from .models import Article, Author, Comment
+from .sanitize import strip_controls
 
 __all__ = ["FeedSite", "article_feed", "comment_feed", "feed_etag", "last_modified"]
 
-WFW_NS = "http://wellformedweb.org/CommentAPI/"
-THR_NS = "http://purl.org/syndication/thread/1.0"  # RFC 4685
-DC_NS = "http://purl.org/dc/elements/1.1/"
-ATOM_NS = "http://www.w3.org/2005/Atom"
-XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXCERPT_CHARS = 300
@@ -55,58 +50,6 @@ class FeedSite:
     base_url: str  # where fedibridge is served, no trailing slash
     language: str | None  # e.g. "fr"
     author_name: str | None = None
-
-
-# ---------------------------------------------------------------------------
-# feedgen extension: the comment-related namespaces feedgen does not know
-# ---------------------------------------------------------------------------
-
-
-class _CommentsExtension(BaseExtension):  # type: ignore[misc]
-    """Feed-level half: only declares the prefixes so items don't get ns0:, ns1:…"""
-
-    def extend_ns(self) -> dict[str, str]:
-        return {"wfw": WFW_NS, "thr": THR_NS, "dc": DC_NS}
-
-
-class _CommentsEntryExtension(BaseEntryExtension):  # type: ignore[misc]
-    """Per entry: wfw:commentRss, dc:creator (RSS); rel=replies, thr:in-reply-to (Atom).
-
-    feedgen 1.0's atom_entry() drops every attribute of entry links but href (its loop variable
-    shadows the link data), and its link() refuses rel="replies": so Atom entry links are all
-    written here, from ``atom_links``.
-    """
-
-    def __init__(self) -> None:
-        self.comment_rss: str | None = None
-        self.creator: str | None = None
-        self.replies_atom: str | None = None
-        self.in_reply_to: tuple[str, str] | None = None  # (ref, href)
-        self.lang: str | None = None
-        self.atom_links: list[dict[str, str]] = []
-
-    def extend_rss(self, item: Any) -> Any:
-        if self.creator:
-            etree.SubElement(item, f"{{{DC_NS}}}creator").text = self.creator
-        if self.comment_rss:
-            etree.SubElement(item, f"{{{WFW_NS}}}commentRss").text = self.comment_rss
-        return item
-
-    def extend_atom(self, entry: Any) -> Any:
-        # feedgen writes Atom elements without a namespace and declares the default one on <feed>.
-        if self.lang:
-            entry.set(XML_LANG, self.lang)
-        for broken in entry.findall("link"):
-            entry.remove(broken)
-        for attrs in self.atom_links:
-            etree.SubElement(entry, "link", attrs)
-        if self.replies_atom:
-            link = etree.SubElement(entry, "link", rel="replies", type="application/atom+xml")
-            link.set("href", self.replies_atom)
-        if self.in_reply_to:
-            ref, href = self.in_reply_to
-            etree.SubElement(entry, f"{{{THR_NS}}}in-reply-to", ref=ref, href=href)
-        return entry
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +140,7 @@ def _new_feed(
     with_author: bool,
 ) -> FeedGenerator:
     fg = FeedGenerator()
-    fg.register_extension("fedibridge", _CommentsExtension, _CommentsEntryExtension)
+    fg.register_extension("fedibridge", CommentsExtension, CommentsEntryExtension)
     fg.id(self_url)
     fg.title(title)
     fg.description(description)  # also Atom <subtitle>
@@ -221,6 +164,31 @@ def _render(fg: FeedGenerator, kind: str) -> bytes:
         out = fg.atom_str(pretty=True, encoding="UTF-8")
     assert isinstance(out, bytes)
     return out
+
+
+_Record = TypeVar("_Record", Article, Author, Comment)
+
+
+def _xml_safe(record: _Record) -> _Record:
+    """The record with control characters removed from its text fields (and its author's).
+
+    XML 1.0 cannot carry most C0 characters: one stored before they were stripped on the way in made
+    lxml fail the whole feed, for everyone. Cheap when there is nothing to remove (no copy is made).
+    """
+    changes: dict[str, Any] = {}
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, str):
+            cleaned: Any = strip_controls(value)
+        elif isinstance(value, Author):
+            cleaned = _xml_safe(value)
+        elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+            cleaned = tuple(strip_controls(v) for v in value)
+        else:
+            continue
+        if cleaned != value:
+            changes[f.name] = cleaned
+    return replace(record, **changes) if changes else record
 
 
 def _check_kind(kind: str) -> None:
@@ -260,7 +228,7 @@ def article_feed(
     """The blog's /feed.rss or /feed.atom: live articles newest first, each linked to its comment feed."""
     _check_kind(kind)
     live = sorted(
-        (a for a in articles if a.deleted is None), key=lambda a: (_utc(a.published), a.slug), reverse=True
+        (_xml_safe(a) for a in articles if a.deleted is None), key=lambda a: (_utc(a.published), a.slug), reverse=True
     )
     fg = _new_feed(
         site,
@@ -280,7 +248,7 @@ def article_feed(
 def _fill_article_entry(entry: FeedEntry, site: FeedSite, article: Article, full_content: bool) -> None:
     entry.title(article.title)
     entry.guid(article.url, permalink=True)  # also the Atom <id>
-    ext: _CommentsEntryExtension = entry.fedibridge
+    ext: CommentsEntryExtension = entry.fedibridge
     _link(entry, href=article.url, rel="alternate", type="text/html")
     published = _utc(article.published)
     entry.published(published)  # also RSS <pubDate>
@@ -327,8 +295,9 @@ def comment_feed(
     """
     _check_kind(kind)
     known: dict[str, Article] = dict(articles or {})
+    known = {slug: _xml_safe(a) for slug, a in known.items()}
     if article is not None:
-        known[article.slug] = article
+        article = known[article.slug] = _xml_safe(article)
         title = f"Comments on {article.title}"
         alternate = article.url
         self_url = f"{site.base_url}/articles/{article.slug}/comments.{kind}"
@@ -336,7 +305,7 @@ def comment_feed(
         title = f"Comments on {site.title}"
         alternate = site.blog_url
         self_url = f"{site.base_url}/comments.{kind}"
-    shown = [c for c in _unique(_flatten(comments)) if not c.deleted]
+    shown = [_xml_safe(c) for c in _unique(_flatten(comments)) if not c.deleted]
     shown.sort(key=lambda c: (_utc(c.published), c.ap_id), reverse=True)
     # No feed-level author: every comment entry names its own.
     fg = _new_feed(site, title, title, alternate, self_url, kind, last_modified(shown), False)
@@ -372,7 +341,7 @@ def _fill_comment_entry(entry: FeedEntry, comment: Comment, article: Article | N
     entry.content(content, type="html")
     entry.summary(f"CW: {cw}" if cw else excerpt(comment.content_html) or title, type="text")
     entry.author(name=full, uri=comment.author.url or comment.author.id)
-    ext: _CommentsEntryExtension = entry.fedibridge
+    ext: CommentsEntryExtension = entry.fedibridge
     ext.creator = full
     ext.lang = comment.language
     if comment.parent_id is None and article is not None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import json
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,15 +24,16 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import articles
+from . import articles, remote_json
 from .errors import BadRequest, FedibridgeError, FetchError, Gone
+from .logsafe import logger
 from .queue import insert_ignore
 from .sanitize import plain_text, text_to_html
 from .store import Store, utcnow
 from .tables import feed_state
 from .vocab import Site, media_type
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 LEASE = "feed-poll"
 TITLE_FALLBACK_CHARS = 80
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "
@@ -217,8 +216,8 @@ def parse_feed(body: bytes, content_type: str = "") -> list[Entry]:
     """Entries of any supported feed, in feed order; FeedError when it is not a feed at all."""
     if "json" in content_type.lower() or body.lstrip()[:1] == b"{":
         try:
-            doc = json.loads(body.decode("utf-8-sig"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            doc = remote_json.loads(body.decode("utf-8-sig"))
+        except ValueError as exc:
             raise FeedError(f"invalid JSON Feed: {exc}") from None
         return _json_entries(doc)
     headers = {"content-type": content_type} if content_type else {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .app import RESOLVER, SITE, STORE
+from .logsafe import logger
 from .models import Follower
 from .objects import ACTOR_TYPES, as_list, ref_id
 from .queue import enqueue_to_inboxes, insert_ignore
@@ -29,7 +29,7 @@ from .store import Store, utcnow
 from .tables import activities, followers
 from .vocab import accept_follow
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 # Same shape as dispatch.Handler (not imported from there: dispatch imports this module).
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 

@@ -53,6 +53,21 @@ def host_of(url: str) -> str:
 
 
 @lru_cache(maxsize=8192)
+def netloc_of(url: str) -> str:
+    """Normalised "host[:port]" as people write it (port only when not the scheme's default): handles' domain."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    host = normalise_host(parts.hostname or "")
+    if not host:
+        return ""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None or port == _DEFAULT_PORTS.get(parts.scheme.lower()) else f"{shown}:{port}"
+
+
+@lru_cache(maxsize=8192)
 def authority_of(url: str) -> str:
     """Normalised "host:port" of an http(s) URL, default port made explicit ('' when unusable).
 
@@ -83,7 +98,22 @@ def same_origin(a: str, b: str) -> bool:
     return bool(oa) and oa == origin_of(b)
 
 
+@lru_cache(maxsize=8192)
+def parent_domains(host: str) -> tuple[str, ...]:
+    """The normalised host and every domain above it (a.b.example → a.b.example, b.example, example).
+
+    An IP literal has no parents: a block of "1" must not cover 10.0.0.1.
+    """
+    h = normalise_host(host)
+    if not h:
+        return ()
+    if ":" in h or h.replace(".", "").isdigit():
+        return (h,)
+    labels = h.split(".")
+    return tuple(".".join(labels[i:]) for i in range(len(labels)))
+
+
 def domain_matches(host: str, domain: str) -> bool:
     """`host` is `domain` or one of its subdomains, however either is spelled (blocks cover subdomains)."""
-    h, d = normalise_host(host), normalise_host(domain)
-    return bool(h) and bool(d) and (h == d or h.endswith("." + d))
+    d = normalise_host(domain)
+    return bool(d) and d in parent_domains(host)

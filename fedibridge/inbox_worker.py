@@ -8,7 +8,6 @@ idempotent: a crash after a handler ran but before the row was marked done runs 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +16,13 @@ from aiohttp import web
 from sqlalchemy import and_, or_, select
 
 from .app import METRICS, STORE
+from .logsafe import logger
+from .metrics import bounded
 from .objects import ref_id
 from .store import utcnow, wait_event
 from .tables import inbox_items
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 # Set by the web side (same process) when it stores an activity, so handling starts at once.
 WAKE = web.AppKey("inbox_wake", asyncio.Event)
@@ -195,9 +196,10 @@ async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list
 
 
 async def _handle(app: web.Application, row: Any) -> None:
-    from .dispatch import dispatch
+    from .dispatch import HANDLERS, dispatch
 
     metrics = app[METRICS]
+    kind = bounded(row.type, HANDLERS)  # the types we handle, or "other": senders choose this value
     try:
         outcome = await dispatch(app, row.payload, row.actor)
     except asyncio.CancelledError:
@@ -210,10 +212,10 @@ async def _handle(app: web.Application, row: Any) -> None:
                     row.attempts, " (giving up)" if final else "", error)
         await _finish(app, row.id, state="failed" if final else "pending", error=error,
                       next_attempt_at=now + backoff(row.attempts))
-        metrics.inc(METRIC, type=row.type, outcome="failed" if final else "retry")
+        metrics.inc(METRIC, type=kind, outcome="failed" if final else "retry")
         return
     await _finish(app, row.id, state="done", error=None if outcome != "ignored" else "ignored")
-    metrics.inc(METRIC, type=row.type, outcome=outcome)
+    metrics.inc(METRIC, type=kind, outcome=outcome)
 
 
 async def _finish(app: web.Application, item_id: int, **values: Any) -> None:

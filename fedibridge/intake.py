@@ -9,7 +9,6 @@ request then learns whether its row was new or a duplicate.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 from typing import Any
 
@@ -17,8 +16,9 @@ import asyncpg
 import orjson
 
 from .inbox_sink import Row, WriterThread
+from .logsafe import logger
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 MAX_BATCH = 200  # rows a transaction; 200 x 9 parameters stays far below SQLite's 32766
 
 

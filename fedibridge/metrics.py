@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
+
+OTHER = "other"
+
+
+def bounded(value: str, allowed: Collection[str]) -> str:
+    """A label value from outside (e.g. an activity type) kept only if known, else "other".
+
+    Every distinct label value is a series kept in memory forever: a sender inventing types must not grow it.
+    """
+    return value if value in allowed else OTHER
 
 
 def _labels(labels: dict[str, str]) -> str:

@@ -9,10 +9,8 @@ it is never lost and never approved without a verdict.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
@@ -21,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .config import Settings
 from .errors import BadRequest, FetchError
+from .hosts import host_of, normalise_host, parent_domains
+from .logsafe import logger
 from .queue import insert_ignore
 from .resolver import GuardedClient
 from .sanitize import plain_text
 from .tables import blocks, comments
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 Status = Literal["pending", "approved", "rejected"]
 Verdict = Literal["spam", "ham", "unknown"]
@@ -36,26 +36,19 @@ BlockKind = Literal["domain", "actor"]
 # -- blocklists ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)
-def host_of(url: str) -> str:
-    """Lower-case host (no port): domain blocks name hosts, as Mastodon's do. Cached: actors repeat."""
-    return (urlsplit(url).hostname or "").lower()
-
-
-def domain_matches(host: str, domain: str) -> bool:
-    """A block of example.org covers its subdomains too (Mastodon's domain blocks do)."""
-    domain = domain.lower().strip().strip(".")
-    return bool(domain) and (host == domain or host.endswith("." + domain))
-
-
 def normalise_block(kind: str, value: str) -> tuple[BlockKind, str]:
-    """Validate and canonicalise a block: a bare host for domains, an http(s) URL for actors."""
+    """Validate and canonicalise a block: a normalised host for domains, an http(s) URL for actors.
+
+    Domains are stored as hosts.normalise_host spells them (lower-case, no trailing dot, punycode), so
+    `EVIL.example.`, `evil.example` and `bücher.example` / `xn--bcher-kva.example` are each one block.
+    """
     value = value.strip()
     if kind == "domain":
-        host = host_of(value) if "://" in value else value.lower().split("/", 1)[0].split(":", 1)[0]
-        if not host or " " in host or "@" in host:
+        raw = value if "://" in value else "http://" + value  # "host", "host:port" or "host/path" too
+        host = host_of(raw)
+        if not host or "@" in urlsplit(raw).netloc:
             raise BadRequest(f"not a domain: {value!r}")
-        return "domain", host.strip(".")
+        return "domain", host
     if kind == "actor":
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -71,16 +64,21 @@ def guess_kind(value: str) -> BlockKind:
 
 async def block_lists(conn: AsyncConnection, settings: Settings) -> tuple[set[str], set[str]]:
     """(blocked domains, blocked actor ids) from settings and the blocks table together."""
-    domains = {d.lower().strip().strip(".") for d in settings.blocked_domains if d.strip()}
+    domains = {normalise_host(d) for d in settings.blocked_domains}
     actors = {a.strip() for a in settings.blocked_actors if a.strip()}
     for row in await conn.execute(select(blocks.c.kind, blocks.c.value)):
-        (domains if row.kind == "domain" else actors).add(row.value)
+        # Rows written before blocks were normalised on insert may be spelled any way: normalise here too.
+        if row.kind == "domain":
+            domains.add(normalise_host(row.value))
+        else:
+            actors.add(row.value)
+    domains.discard("")
     return domains, actors
 
 
 def blocked_by(actor_id: str, domains: set[str], actors: set[str]) -> bool:
-    host = host_of(actor_id)
-    return actor_id in actors or any(domain_matches(host, d) for d in domains)
+    """Whether the actor, or its server or a parent domain of it, is blocked (``domains`` normalised)."""
+    return actor_id in actors or any(d in domains for d in parent_domains(host_of(actor_id)))
 
 
 async def is_blocked(conn: AsyncConnection, settings: Settings, actor_id: str) -> bool:
@@ -97,8 +95,16 @@ async def add_block(conn: AsyncConnection, kind: str, value: str, now: datetime)
 
 
 async def remove_block(conn: AsyncConnection, kind: str, value: str) -> bool:
+    """Remove a block however it was spelled when stored (rows may predate normalisation)."""
     k, v = normalise_block(kind, value)
-    result = await conn.execute(blocks.delete().where(blocks.c.kind == k, blocks.c.value == v))
+    if k == "domain":
+        stored = (await conn.execute(select(blocks.c.value).where(blocks.c.kind == "domain"))).scalars()
+        spellings = [s for s in stored if normalise_host(s) == v]
+    else:
+        spellings = [v]
+    if not spellings:
+        return False
+    result = await conn.execute(blocks.delete().where(blocks.c.kind == k, blocks.c.value.in_(spellings)))
     return bool(result.rowcount)
 
 

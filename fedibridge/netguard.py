@@ -6,6 +6,7 @@ Every URL we fetch comes from strangers, so a DNS name or a redirect must never 
 
 from __future__ import annotations
 
+import re
 import socket
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 
@@ -33,6 +34,24 @@ def is_public_address(address: str | IPv4Address | IPv6Address) -> bool:
         ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
         or ip.is_reserved or ip.is_unspecified
     )
+
+
+_NUMERIC_LABEL = re.compile(r"(?:[0-9]+|0[xX][0-9a-fA-F]*)")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def is_noncanonical_ipv4(host: str) -> bool:
+    """A host a URL parser reads as an IPv4 address although it is not written a.b.c.d in decimal.
+
+    `2130706433`, `0177.0.0.1`, `0x7f.1`, `127.1`, `0` and `127.0.0.1.` all mean an address (WHATWG: a host
+    whose last label is a number is IPv4). aiohttp before 3.14 connected to some of these without asking the
+    resolver, so our DNS check never saw them; no real server is named this way, so they are refused outright.
+    """
+    if ":" in host:  # IPv6 literal: ip_address judges it
+        return False
+    last = host.removesuffix(".").rsplit(".", 1)[-1]
+    return bool(_NUMERIC_LABEL.fullmatch(last)) and not _CANONICAL_V4.fullmatch(host)
 
 
 class BlockedAddress(OSError):

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from .hosts import netloc_of
 from .models import Attachment, Author
+from .remote_json import clean
 from .sanitize import plain_text, sanitize_remote, text_to_html
 
 __all__ = [
@@ -163,12 +165,6 @@ def _emojis(tags: Any) -> Emojis:
     return tuple(found.items())
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    return f"{host}:{parts.port}" if parts.port else host
-
-
 def _required_url(doc: dict[str, Any], key: str, what: str) -> str:
     url = _http_url(ref_id(doc.get(key)))
     if not url:
@@ -230,6 +226,7 @@ def parse_actor(doc: dict[str, Any]) -> RemoteActor:
     """Parse an actor document; ``ValueError`` says what is missing when it cannot be used."""
     if not isinstance(doc, dict):
         raise ValueError("actor document is not a JSON object")
+    doc = clean(doc)  # no control characters in names or URLs, nesting bounded (JSONTooDeep is a ValueError)
     actor_id = _required_url(doc, "id", "actor")
     kind = doc.get("type")
     kind = next((t for t in as_list(kind) if t in ACTOR_TYPES), None)
@@ -257,7 +254,7 @@ def parse_actor(doc: dict[str, Any]) -> RemoteActor:
         followers=_http_url(ref_id(doc.get("followers"))),
         public_key_id=key_id,
         public_key_pem=pem,
-        domain=_host(actor_id),
+        domain=netloc_of(actor_id),
         emojis=_emojis(doc.get("tag")),
     )
 
@@ -382,6 +379,7 @@ def parse_note(obj: dict[str, Any]) -> RemoteNote:
     """Parse a Note-like object; ``ValueError`` says why when it cannot become a comment."""
     if not isinstance(obj, dict):
         raise ValueError("object is not a JSON object")
+    obj = clean(obj)  # already clean when it came through remote_json.loads; stored payloads may predate that
     note_id = _http_url(ref_id(obj.get("id")))
     if not note_id:
         raise ValueError("object has no usable id (need an http(s) URL)")

@@ -1,5 +1,8 @@
 """Putting work on the durable delivery queue: one row per (activity, target inbox).
 
+A row's ``host`` is hosts.netloc_of(inbox) (normalised host, port when not the default): per-host delivery
+limits and domain health count one server once, however its inboxes spell it.
+
 Rows are written in the same transaction as the activity they deliver, so an activity is never
 stored without its deliveries, nor delivered without being stored. The worker lives in delivery.py.
 """
@@ -9,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .hosts import netloc_of
 from .tables import deliveries, followers
 from .wakeup import announce
 
@@ -25,10 +28,6 @@ def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
     return dialect.insert(table).on_conflict_do_nothing()
 
 
-def host_of(url: str) -> str:
-    return (urlsplit(url).netloc or "").lower()
-
-
 async def follower_inboxes(conn: AsyncConnection) -> list[str]:
     """Distinct targets: followers on one server share its shared inbox (one POST per server)."""
     rows = await conn.execute(select(followers.c.inbox, followers.c.shared_inbox))
@@ -37,7 +36,7 @@ async def follower_inboxes(conn: AsyncConnection) -> list[str]:
 
 async def enqueue_to_inboxes(conn: AsyncConnection, activity_id: int, inboxes: Iterable[str], now: datetime) -> int:
     rows = [
-        {"activity_id": activity_id, "kind": "ap", "inbox": inbox, "host": host_of(inbox), "state": "pending",
+        {"activity_id": activity_id, "kind": "ap", "inbox": inbox, "host": netloc_of(inbox), "state": "pending",
          "attempts": 0, "next_attempt_at": now, "created_at": now}
         for inbox in dict.fromkeys(inboxes)
         if inbox
@@ -55,7 +54,7 @@ async def enqueue_to_followers(conn: AsyncConnection, activity_id: int, now: dat
 async def enqueue_webhook(conn: AsyncConnection, url: str, body: str, now: datetime) -> None:
     """Webhook events ride the same queue (retries, backoff, crash safety) with kind="webhook"."""
     await conn.execute(deliveries.insert().values(
-        activity_id=None, kind="webhook", inbox=url, host=host_of(url), body=body, state="pending",
+        activity_id=None, kind="webhook", inbox=url, host=netloc_of(url), body=body, state="pending",
         attempts=0, next_attempt_at=now, created_at=now,
     ))
     await announce(conn)

@@ -8,7 +8,6 @@ how long and how much we read, and how requests are signed.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,8 +23,10 @@ from aiohttp.resolver import DefaultResolver
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
+from . import remote_json
 from .errors import FetchError
-from .netguard import BlockedAddress, GuardedResolver, is_public_address
+from .hosts import normalise_host
+from .netguard import BlockedAddress, GuardedResolver, is_noncanonical_ipv4, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
 from .store import utcnow
@@ -140,11 +141,12 @@ class GuardedClient:
     def scheme_for(self, host: str) -> Scheme:
         """The signature scheme that last worked for this host, else the signer's default."""
         default: Scheme = self._signer.default_scheme if self._signer else "cavage"
-        return self._schemes.get(host.lower(), default)
+        return self._schemes.get(normalise_host(host), default)
 
     def _remember(self, host: str, scheme: Scheme) -> None:
-        self._schemes[host.lower()] = scheme
-        self._schemes.move_to_end(host.lower())
+        host = normalise_host(host)
+        self._schemes[host] = scheme
+        self._schemes.move_to_end(host)
         while len(self._schemes) > _MAX_HOSTS:
             self._schemes.popitem(last=False)
 
@@ -156,6 +158,8 @@ class GuardedClient:
             raise FetchError(f"invalid URL {url!r}") from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise FetchError(f"refusing URL {url!r}: only absolute http(s) URLs are fetched")
+        if is_noncanonical_ipv4(parsed.host):  # whatever allow_private says: never a real server's name
+            raise FetchError(f"refusing {url}: {parsed.host} is not a canonical IPv4 address")
         if not self._allow_private:
             try:
                 literal = ip_address(parsed.host.split("%", 1)[0])
@@ -281,9 +285,9 @@ class GuardedClient:
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise FetchError(f"{resp.url} answered {media_type or 'no content type'}, not JSON")
         try:
-            doc = json.loads(resp.body)
-        except (ValueError, RecursionError) as exc:
-            raise FetchError(f"invalid JSON from {resp.url}") from exc
+            doc = remote_json.loads(resp.body)
+        except ValueError as exc:
+            raise FetchError(f"invalid JSON from {resp.url}: {exc}") from None
         if not isinstance(doc, dict):
             raise FetchError(f"{resp.url} did not return a JSON object")
         return resp.url, doc

@@ -25,9 +25,20 @@ from html.parser import HTMLParser
 
 import nh3
 
-__all__ = ["escape_text", "plain_text", "sanitize_article", "sanitize_remote", "text_to_html"]
+__all__ = [
+    "escape_text", "plain_text", "sanitize_article", "sanitize_remote", "strip_controls", "text_to_html",
+]
 
 _URL_SCHEMES = {"http", "https"}
+
+# C0 controls but tab, newline and CR; DEL and C1; lone surrogates; U+FFFE/U+FFFF. XML 1.0 forbids most of
+# them (one in a comment made every comment feed answer 500) and none of them is text anyone meant to write.
+_CONTROLS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def strip_controls(s: str) -> str:
+    """Remove control characters and lone surrogates from a remote string; accents and emoji stay."""
+    return _CONTROLS_RE.sub("", s) if _CONTROLS_RE.search(s) else s
 
 # Elements whose *content* must vanish too, not only the tag: scripts and styles, plus the
 # raw-text elements whose inner markup would otherwise come back escaped as visible text.
@@ -152,7 +163,7 @@ def _finish(cleaned: str) -> str:
 
 def sanitize_remote(html_in: str) -> str:
     """Sanitise HTML received from the fediverse (comments) to what Mastodon would display."""
-    cleaned = _remote_cleaner.clean(html_in or "")
+    cleaned = _remote_cleaner.clean(strip_controls(html_in or ""))
     cleaned = _HEADING_OPEN_RE.sub("<p><strong>", cleaned)
     cleaned = _HEADING_CLOSE_RE.sub("</strong></p>", cleaned)
     return _finish(cleaned)
@@ -246,7 +257,7 @@ def plain_text(html_in: str, limit: int | None = None) -> str:
     The result is text, not HTML: escape it before putting it into markup.
     """
     parser = _TextExtractor()
-    parser.feed(html_in or "")
+    parser.feed(strip_controls(html_in or ""))
     parser.close()
     text = _ASCII_SPACE_RE.sub(" ", "".join(parser.parts)).strip()
     if limit is None or len(text) <= limit:

@@ -462,3 +462,24 @@ async def test_two_workers_share_a_fan_out_without_duplicates(make_bridge: Bridg
         by_worker = [first.app[METRICS].value("fedibridge_deliveries_total", outcome="delivered"),
                      second.app[METRICS].value("fedibridge_deliveries_total", outcome="delivered")]
         assert sum(by_worker) == 300
+
+
+async def test_delivery_rows_name_each_server_once_however_spelled(database_url: str) -> None:
+    """Per-host limits and domain health key on the row's host: one server, one key (hosts.netloc_of)."""
+    store = await Store.open(database_url)
+    try:
+        async with store.begin() as conn:
+            activity_id = (await conn.execute(activities.insert().values(
+                key="spellings", type="Create", payload={}, published=utcnow(),
+            ))).inserted_primary_key[0]
+            await queue.enqueue_to_inboxes(conn, activity_id, [
+                "https://Mastodon.Example./inbox", "https://mastodon.example/users/a/inbox",
+                "https://mastodon.example:443/users/b/inbox", "https://bücher.example/inbox",
+                "https://XN--BCHER-KVA.example/users/c/inbox", "http://mastodon.example:8080/inbox",
+            ], utcnow())
+        async with store.connect() as conn:
+            hosts = (await conn.execute(select(deliveries.c.host))).scalars().all()
+    finally:
+        await store.close()
+    assert sorted(set(hosts)) == ["mastodon.example", "mastodon.example:8080", "xn--bcher-kva.example"]
+    assert len(hosts) == 6

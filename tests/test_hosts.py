@@ -49,3 +49,21 @@ def test_domain_matches_subdomains_however_spelled() -> None:
     assert domain_matches("www.bücher.example", "xn--bcher-kva.example")
     assert not domain_matches("notevil.example", "evil.example")
     assert not domain_matches("evil.example", "")
+
+
+def test_netloc_of_keeps_only_a_non_default_port() -> None:
+    from fedibridge.hosts import netloc_of
+
+    assert netloc_of("https://Mastodon.Example.:443/inbox") == "mastodon.example"
+    assert netloc_of("http://mastodon.example:8080/inbox") == "mastodon.example:8080"
+    assert netloc_of("https://bücher.example/x") == "xn--bcher-kva.example"
+    assert netloc_of("http://[::1]:8080/") == "[::1]:8080"
+    assert netloc_of("not a url") == ""
+
+
+def test_parent_domains() -> None:
+    from fedibridge.hosts import parent_domains
+
+    assert parent_domains("A.B.Example.") == ("a.b.example", "b.example", "example")
+    assert parent_domains("10.0.0.1") == ("10.0.0.1",)
+    assert parent_domains("") == ()

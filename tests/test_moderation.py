@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -14,7 +15,7 @@ from fedibridge.config import Settings
 from fedibridge.errors import BadRequest
 from fedibridge.resolver import GuardedClient
 from fedibridge.store import utcnow
-from fedibridge.tables import articles, comments
+from fedibridge.tables import articles, blocks, comments
 
 from .conftest import Bridge, free_port
 from .loopback import LoopbackServer
@@ -43,9 +44,6 @@ class FakeAkismet(LoopbackServer):
 
 
 def test_domain_block_covers_subdomains_only() -> None:
-    assert moderation.domain_matches("spam.example", "spam.example")
-    assert moderation.domain_matches("a.spam.example", "spam.example")
-    assert not moderation.domain_matches("notspam.example", "spam.example")
     assert moderation.blocked_by("https://m.spam.example/users/x", {"spam.example"}, set())
     assert moderation.blocked_by("https://ok.example/users/bad", set(), {"https://ok.example/users/bad"})
     assert not moderation.blocked_by("https://ok.example/users/good", {"spam.example"},
@@ -55,6 +53,10 @@ def test_domain_block_covers_subdomains_only() -> None:
 def test_normalise_block() -> None:
     assert moderation.normalise_block("domain", "https://Spam.Example:8443/x") == ("domain", "spam.example")
     assert moderation.normalise_block("domain", "Spam.Example") == ("domain", "spam.example")
+    assert moderation.normalise_block("domain", "EVIL.example.") == ("domain", "evil.example")
+    assert moderation.normalise_block("domain", "bücher.example") == ("domain", "xn--bcher-kva.example")
+    assert moderation.blocked_by("https://Social.EVIL.example./users/x", {"evil.example"}, set())
+    assert not moderation.blocked_by("http://10.0.0.1/users/x", {"1"}, set())  # an IP has no parent domains
     assert moderation.normalise_block("actor", "https://a.example/users/x") == ("actor", "https://a.example/users/x")
     assert moderation.guess_kind("https://a.example/users/x") == "actor"
     assert moderation.guess_kind("a.example") == "domain"
@@ -161,3 +163,92 @@ async def test_blocks_table_and_settings(bridge: Bridge) -> None:
         assert not await moderation.remove_block(conn, "domain", "spam.example")
     async with bridge.store.connect() as conn:
         assert not await moderation.is_blocked(conn, settings, "https://x.spam.example/users/a")
+
+
+async def test_domain_blocks_hold_however_the_host_is_spelled(make_bridge: Any) -> None:
+    """Blocks from the API, the configuration and old un-normalised rows all stop the spellings of their host
+    at the real inbox: 403 (blocked) comes before the signature check, whose failure would be a 401."""
+    bridge = await make_bridge(blocked_domains=["BÜCHER.example."])
+    assert bridge.settings.blocked_domains == ["xn--bcher-kva.example"]
+    async with bridge.http.post(f"{bridge.url}/api/blocks", json={"kind": "domain", "value": "EVIL.Example."},
+                                headers=bridge.admin) as resp:
+        assert resp.status in (200, 201), await resp.text()
+    async with bridge.store.begin() as conn:  # a row stored before blocks were normalised on insert
+        await conn.execute(blocks.insert().values(kind="domain", value="Old.Example.", created_at=utcnow()))
+    async with bridge.http.get(f"{bridge.url}/api/blocks", headers=bridge.admin) as resp:
+        values = {b["value"] for b in (await resp.json())["blocks"]}
+    assert {"evil.example", "xn--bcher-kva.example"} <= values
+
+    async def inbox_status(actor: str) -> int:
+        like = {"@context": "https://www.w3.org/ns/activitystreams", "id": f"{actor}#likes/1", "type": "Like",
+                "actor": actor, "object": f"{bridge.url}/articles/x"}
+        async with bridge.http.post(f"{bridge.url}/inbox", data=json.dumps(like, ensure_ascii=False).encode(),
+                                    headers={"Content-Type": "application/activity+json"}) as resp:
+            return resp.status
+
+    for actor in ("https://evil.example/users/m", "https://EVIL.EXAMPLE./users/m", "https://social.Evil.example/u/m",
+                  "https://xn--bcher-kva.example/users/b", "https://www.bücher.example/users/b",
+                  "https://WWW.XN--BCHER-KVA.EXAMPLE./users/b", "https://old.example/users/o",
+                  "https://a.old.example./users/o"):
+        assert await inbox_status(actor) == 403, actor
+    for actor in ("https://notevil.example/users/m", "https://evil.example.org/users/m", "https://bucher.example/u"):
+        assert await inbox_status(actor) == 401, actor  # not blocked: refused later, for being unsigned
+    async with bridge.http.delete(f"{bridge.url}/api/blocks", json={"kind": "domain", "value": "OLD.example"},
+                                  headers=bridge.admin) as resp:
+        assert resp.status == 200, await resp.text()  # removes the row however it was spelled
+    async with bridge.store.connect() as conn:
+        assert not await moderation.is_blocked(conn, bridge.settings, "https://old.example/users/o")
+
+
+async def _statuses(bridge: Bridge) -> dict[str, tuple[str, str, str]]:
+    """ap_id → (status, content, author name) as the admin API shows them."""
+    async with bridge.http.get(f"{bridge.url}/api/comments?status=all", headers=bridge.admin) as resp:
+        assert resp.status == 200
+        return {c["ap_id"]: (c["status"], c["content_html"], c["author"]["name"])
+                for c in (await resp.json())["comments"]}
+
+
+async def _approve(bridge: Bridge, ap_id: str) -> None:
+    async with bridge.http.get(f"{bridge.url}/api/comments?status=all", headers=bridge.admin) as resp:
+        [cid] = [c["id"] for c in (await resp.json())["comments"] if c["ap_id"] == ap_id]
+    async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize("mode", ["hold", "known"])
+async def test_edits_and_renames_in_hold_mode_wait_for_the_owner_again(make_bridge: Any, mode: str) -> None:
+    from .remote import RemoteInstance
+    from .test_comment_flows import deliver, public, publish
+
+    async with RemoteInstance() as masto:
+        bridge = await make_bridge(moderation=mode)
+        article_id = await publish(bridge)
+        alice = masto.add_actor("alice", name="Alice")
+        note = masto.note(alice, "<p>Joli billet</p>", article_id)
+        await deliver(bridge, masto, alice, masto.create(alice, note))
+        assert (await _statuses(bridge))[note["id"]][0] == "pending"
+        await _approve(bridge, note["id"])
+
+        # An Update that changes nothing readers see (Mastodon re-sends on poll counts, for one) changes nothing.
+        await deliver(bridge, masto, alice, masto.update(alice, note))
+        assert (await _statuses(bridge))[note["id"]][0] == "approved"
+
+        # The text changes after approval: in hold mode the owner has not seen it, so it waits again.
+        edited = {**note, "content": "<p>Achetez sur spam.example !</p>",
+                  "contentMap": {"fr": "<p>Achetez sur spam.example !</p>"}}
+        await deliver(bridge, masto, alice, masto.update(alice, edited))
+        status, content, _ = (await _statuses(bridge))[note["id"]]
+        assert content == "<p>Achetez sur spam.example !</p>"
+        shown = [c["ap_id"] for c in (await public(bridge))["comments"]]
+        if mode == "hold":
+            assert status == "pending" and shown == []
+            await _approve(bridge, note["id"])
+        else:
+            assert status == "approved" and shown == [note["id"]]  # known mode trusts a known author's edits
+
+        # The display name changes (Update(Person), fetched again from its origin): new text next to the comment.
+        alice.doc["name"] = "Achetez sur spam.example"
+        await deliver(bridge, masto, alice, masto.actor_update(alice))
+        status, _, name = (await _statuses(bridge))[note["id"]]
+        assert name == "Achetez sur spam.example"
+        assert status == ("pending" if mode == "hold" else "approved")

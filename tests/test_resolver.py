@@ -537,3 +537,58 @@ async def test_fetch_object_uses_the_guard(signer: Signer, serve: Serve) -> None
         with pytest.raises(FetchError, match="public address"):
             await Resolver(guarded).fetch_object(str(server.make_url("/users/alice/statuses/1")))
     assert sum(hits.values()) == 0
+
+
+# -- hostile addresses and documents -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_non_canonical_ipv4_hosts_are_refused_whatever_the_settings(
+        serve: Serve, signer: Signer, allow_private: bool) -> None:
+    """Decimal, octal, hex and short forms of 127.0.0.1 never reach a socket, even with private addresses allowed."""
+    server, hits = await serve([web.get("/{tail:.*}", secret), web.post("/{tail:.*}", secret)])
+    async with GuardedClient(user_agent=UA, signer=signer, allow_private=allow_private) as guarded:
+        for host in ("2130706433", "0177.0.0.1", "127.1", "0", "0x7f.0.0.1", "0x7f000001", "127.0.0.1."):
+            url = f"http://{host}:{server.port}/secret"
+            with pytest.raises(FetchError, match="canonical IPv4"):
+                await guarded.get(url)
+            with pytest.raises(FetchError, match="canonical IPv4"):
+                await guarded.post(url, b"{}")
+        # ... nor as a redirect target
+        async def to_decimal(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"http://2130706433:{server.port}/secret")
+
+        hop_server, _ = await serve([web.get("/go", to_decimal)])
+        if allow_private:
+            with pytest.raises(FetchError, match="canonical IPv4"):
+                await guarded.get(f"http://127.0.0.1:{hop_server.port}/go")
+    assert hits["/secret"] == 0
+
+
+def nested_json(depth: int, leaf: str) -> bytes:
+    return b'{"href":' * depth + json.dumps(leaf).encode() + b"}" * depth
+
+
+async def test_deeply_nested_documents_are_refused_not_recursed(serve: Serve, signer: Signer) -> None:
+    """A fetched document nested deeper than remote_json.MAX_DEPTH is a FetchError, never a RecursionError."""
+    async def actor(request: web.Request) -> web.Response:
+        name, base = request.match_info["name"], base_of(request)
+        head = json.dumps({"id": f"{base}/users/{name}", "type": "Person", "preferredUsername": name,
+                           "inbox": f"{base}/users/{name}/inbox"})[:-1].encode()
+        depth = 900 if name == "deep" else 3  # 900: Python's json parses it, our walkers would then recurse
+        return web.Response(body=head + b',"url":' + nested_json(depth, f"{base}/@{name}") + b"}", content_type=AP)
+
+    async def deep_note(request: web.Request) -> web.Response:
+        return web.Response(body=nested_json(5000, "x"), content_type=AP)
+
+    server, _ = await serve([web.get("/users/{name}", actor), web.get("/notes/deep", deep_note)])
+    base = f"http://127.0.0.1:{server.port}"
+    async with GuardedClient(user_agent=UA, signer=signer, allow_private=True) as guarded:
+        resolver = Resolver(guarded)
+        with pytest.raises(FetchError, match="nested deeper"):
+            await resolver.actor(f"{base}/users/deep")
+        with pytest.raises(FetchError, match="invalid JSON"):
+            await resolver.fetch_object(f"{base}/notes/deep")
+        # A document of ordinary depth is read as before: the cap is not in the way of real ones.
+        shallow = await resolver.actor(f"{base}/users/shallow")
+        assert shallow.url == f"{base}/@shallow"

@@ -7,13 +7,12 @@ with CORS for the blog's origins and strong ETags so the widget's polling costs 
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
 
-from .. import comment_views, moderation
+from .. import comment_views, moderation, remote_json
 from .. import comments as store_comments
 from ..app import BLOCK_CACHE, SETTINGS, SITE, STORE
 from ..articles import article_from_row
@@ -190,8 +189,8 @@ async def delete_one(request: web.Request) -> web.Response:
 
 async def _block_body(request: web.Request) -> tuple[str, str]:
     try:
-        data = json.loads(await request.text() or "{}")
-    except (ValueError, RecursionError):
+        data = remote_json.loads(await request.read() or b"{}")
+    except ValueError:
         raise BadRequest("body must be JSON {\"kind\": \"domain\"|\"actor\", \"value\": ...}") from None
     kind, value = (data.get("kind"), data.get("value")) if isinstance(data, dict) else (None, None)
     if not isinstance(value, str) or not value.strip():

@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from aiohttp import web
 from sqlalchemy import select
 
+from .. import remote_json
 from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from ..errors import (
     BadRequest,
@@ -32,18 +31,19 @@ from ..errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from ..hosts import netloc_of
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
+from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
-from ..queue import host_of
 from ..resolver import authority_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
 from .common import AP_TYPES
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 METRIC = "fedibridge_inbox_requests_total"
 
 
@@ -60,8 +60,8 @@ BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewh
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
 _authority = lru_cache(maxsize=4096)(authority_of)
-_host = lru_cache(maxsize=4096)(host_of)
-# host_of's netloc for an http(s) URL, without urlsplit's cost: activity ids are new on every request.
+# The netloc of an http(s) URL, without urlsplit's cost: activity ids are new on every request. Compared with
+# the actor's normalised netloc; an id spelled otherwise (case, trailing dot…) only falls back to the body hash.
 # (urlsplit also drops tabs and newlines; this keeps them, so such an id never matches: the safe side.)
 _NETLOC = re.compile(r"https?://([^/?#]*)")
 
@@ -153,9 +153,9 @@ async def _read_capped(request: web.Request, limit: int) -> bytes:
 
 def _parse(body: bytes) -> dict[str, Any]:
     try:
-        activity = orjson.loads(body)  # UTF-8 only, as RFC 8259 requires; nesting capped at 1024 levels
-    except orjson.JSONDecodeError:
-        raise BadRequest("malformed JSON") from None
+        activity = remote_json.loads(body)  # UTF-8 only, as RFC 8259 requires; nesting capped, controls stripped
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     if not isinstance(activity, dict):
         raise BadRequest("activity must be a JSON object")
     if not isinstance(activity.get("type"), str) or not activity["type"]:
@@ -262,6 +262,6 @@ def _ap_id(activity: dict[str, Any], actor_id: str, body: bytes) -> str:
     drop the real one as a "duplicate".
     """
     raw = activity.get("id")
-    if isinstance(raw, str) and (m := _NETLOC.match(raw)) is not None and m.group(1).lower() == _host(actor_id):
+    if isinstance(raw, str) and (m := _NETLOC.match(raw)) is not None and m.group(1).lower() == netloc_of(actor_id):
         return raw
     return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from ..errors import FedibridgeError
+from ..logsafe import logger
 
-log = logging.getLogger(__name__)
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -11,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from .. import articles as store_articles
-from .. import vocab
+from .. import remote_json, vocab
 from ..app import SETTINGS, SITE, STORE
 from ..delivery import notify
 from ..errors import BadRequest, Gone, NotFound, PayloadTooLarge
@@ -48,8 +47,8 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         if len(body) > limit:
             raise PayloadTooLarge(f"article larger than {limit} bytes (max_article_bytes)")
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        return remote_json.loads(bytes(body))
+    except ValueError:
         raise BadRequest("body must be a JSON object (UTF-8)") from None
 
 

@@ -1,0 +1,65 @@
+"""JSON from outside, parsed once and made safe to walk: nesting capped, control characters removed.
+
+Remote documents are walked by small recursive helpers (ids of nested ``actor``/``object``, links, tags);
+a document nested a thousand deep made one of them raise RecursionError (a 500). Real ActivityStreams
+documents are a handful of levels deep, so anything past MAX_DEPTH is refused as malformed here, on every
+parse path (inbox, fetched documents, admin API bodies, JSON Feeds). Strings lose control characters and
+lone surrogates on the way in (sanitize.strip_controls), so nothing stored can break a feed later.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from .sanitize import strip_controls
+
+__all__ = ["MAX_DEPTH", "JSONTooDeep", "clean", "loads"]
+
+MAX_DEPTH = 64  # Mastodon's deepest (Create → Note → replies → first → items → …) is under 10
+
+
+class JSONTooDeep(ValueError):
+    """Nesting beyond MAX_DEPTH: refused as malformed, never walked."""
+
+
+def clean(value: Any, max_depth: int = MAX_DEPTH) -> Any:
+    """A copy of parsed JSON with control characters stripped from every string (keys too).
+
+    Raises JSONTooDeep past ``max_depth`` levels; the recursion itself stops there, far below Python's limit.
+    """
+    return _clean(value, max_depth)
+
+
+def _clean(value: Any, left: int) -> Any:
+    if isinstance(value, str):
+        return strip_controls(value)
+    if isinstance(value, dict):
+        if left <= 0:
+            raise JSONTooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
+        return {strip_controls(str(k)): _clean(v, left - 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        if left <= 0:
+            raise JSONTooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
+        return [_clean(v, left - 1) for v in value]
+    return value
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse and clean; ValueError (never RecursionError) for malformed, non-UTF-8 or too deep JSON.
+
+    orjson first (fast, and it stops at 1024 levels by itself); it refuses lone surrogate escapes
+    ("\\ud800"), which Python's parser reads, so those documents take the slower path and lose them in clean().
+    """
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" not in str(exc):
+            raise ValueError(f"malformed JSON: {exc}") from None
+        try:
+            parsed = json.loads(data)
+        except (ValueError, RecursionError) as again:
+            raise ValueError(f"malformed JSON: {again}") from None
+    return clean(parsed, max_depth)
