@@ -33,7 +33,6 @@ def article(**changes: Any) -> dict[str, Any]:
         "published": "2024-07-14T10:30:00+02:00",
         "image": "http://blog.test/media/seine.jpg",
         "image_alt": "La Seine au coucher du soleil",
-        "unknown_field": "ignored",
     }
     data.update(changes)
     return data
@@ -243,6 +242,27 @@ async def test_bad_input_names_the_field(bridge: Bridge) -> None:
         assert resp.status == 400
     async with bridge.store.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(articles))).scalar_one() == 0
+
+
+async def test_unknown_field_is_refused_by_name(bridge: Bridge) -> None:
+    """A script's typo (`titel`) is a 400 naming it, and nothing is published or queued."""
+    data = article()
+    data["titel"] = data.pop("title")
+    status, body = await post(bridge, data)
+    assert status == 400
+    assert body["error"] == "unknown field 'titel' (did you mean 'title'?)"
+    status, body = await post(bridge, article(wordpress_id=42))
+    assert status == 400 and "unknown field 'wordpress_id'" in body["error"] and "content_warning" in body["error"]
+    async with bridge.store.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(articles))).scalar_one() == 0
+        assert (await conn.execute(select(func.count()).select_from(activities))).scalar_one() == 0
+    # What GET /api/articles/{slug} returns may be sent back as it is: the read-only fields are ignored.
+    status, created = await post(bridge, article())
+    assert status == 201
+    async with bridge.http.get(f"{bridge.url}/api/articles/ete-a-paris", headers=bridge.admin) as resp:
+        shown = await resp.json()
+    status, again = await post(bridge, {**shown, "title": "Nouveau titre"})
+    assert status == 200 and again["title"] == "Nouveau titre" and again["changed"] is True
 
 
 async def test_auth_and_size_limit(make_bridge: BridgeFactory) -> None:

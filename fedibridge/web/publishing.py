@@ -56,6 +56,7 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 async def post_article(request: web.Request) -> web.Response:
     require_admin(request)
     data = await _read_json(request, request.app[SETTINGS].max_article_bytes)
+    store_articles.check_api_fields(data)
     inp = store_articles.validate(data, source="api")
     site = request.app[SITE]
     result = await store_articles.publish_one(request.app[STORE], site, inp)
