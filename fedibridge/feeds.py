@@ -319,11 +319,14 @@ def comment_feed(
     article: Article | None = None,
     *,
     articles: Mapping[str, Article] | None = None,
+    since: datetime | None = None,
 ) -> bytes:
     """Comments of one article (``article`` given) or of the whole blog, newest first.
 
     The caller decides what is shown (approved, public); replies nested in ``Comment.replies`` are
     included too. For the blog-wide feed, ``articles`` (slug → Article) lets titles name the article.
+    Without comments the feed is dated by the article (or ``since``, e.g. the newest article), never
+    1970; with no date at all the RSS feed has no lastBuildDate (optional) rather than a false one.
     """
     _check_kind(kind)
     known: dict[str, Article] = dict(articles or {})
@@ -339,10 +342,30 @@ def comment_feed(
     shown = [c for c in _unique(_flatten(comments)) if not c.deleted]
     shown.sort(key=lambda c: (_utc(c.published), c.ap_id), reverse=True)
     # No feed-level author: every comment entry names its own.
-    fg = _new_feed(site, title, title, alternate, self_url, kind, last_modified(shown), False)
+    if shown:
+        updated: datetime | None = last_modified(shown)
+    elif article is not None:
+        updated = _utc(article.updated or article.published)
+    else:
+        updated = _utc(since) if since else None
+    fg = _new_feed(site, title, title, alternate, self_url, kind, updated or EPOCH, False)
     for comment in shown:
         _fill_comment_entry(fg.add_entry(order="append"), comment, known.get(comment.article))
-    return _render(fg, kind)
+    body = _render(fg, kind)
+    return body if updated or kind != "rss" else _without_last_build_date(body)
+
+
+def _without_last_build_date(rss: bytes) -> bytes:
+    """Drop <lastBuildDate> (feedgen always writes one): better absent than 'Thu, 01 Jan 1970'.
+
+    Atom's <updated> is required, so an Atom feed with no date at all keeps the epoch.
+    """
+    root = etree.fromstring(rss)
+    for element in root.findall("channel/lastBuildDate"):
+        element.getparent().remove(element)
+    out = etree.tostring(root, pretty_print=True, encoding="UTF-8", xml_declaration=True)
+    assert isinstance(out, bytes)
+    return out
 
 
 def _author_label(comment: Comment) -> tuple[str, str]:

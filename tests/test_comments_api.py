@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedibridge import comment_views
+from fedibridge import articles, comment_views
 from fedibridge import comments as store_comments
+from fedibridge.app import SITE
 
 from .conftest import Bridge, BridgeFactory
 from .remote import RemoteInstance
@@ -137,3 +138,24 @@ async def test_comment_feeds(make_bridge: BridgeFactory) -> None:
                 assert resp.status == 304
         async with bridge.http.get(f"{bridge.url}/articles/nope/comments.rss") as resp:
             assert resp.status == 404
+
+
+async def test_empty_comment_feeds_are_not_dated_1970(make_bridge: BridgeFactory) -> None:
+    """A new blog's comment feeds: dated by the article (or the newest article), without any, no date at all."""
+    bridge = await make_bridge()
+    async with bridge.http.get(f"{bridge.url}/comments.rss") as resp:
+        text = await resp.text()
+    assert resp.status == 200 and "<lastBuildDate>" not in text and "1970" not in text
+    async with bridge.http.get(f"{bridge.url}/comments.atom") as resp:
+        assert resp.status == 200  # Atom requires <updated>; nothing better than the epoch exists yet
+    inp = articles.validate({"title": "Le café", "url": ARTICLE_URL, "content": "<p>Du café.</p>", "slug": "cafe",
+                             "published": "2024-07-14T10:30:00+02:00"})
+    await articles.publish_one(bridge.store, bridge.app[SITE], inp, deliver=False)
+    for path in ("/articles/cafe/comments.rss", "/comments.rss"):
+        async with bridge.http.get(bridge.url + path) as resp:
+            text = await resp.text()
+        assert "<lastBuildDate>Sun, 14 Jul 2024 08:30:00 +0000</lastBuildDate>" in text, path
+    for path in ("/articles/cafe/comments.atom", "/comments.atom"):
+        async with bridge.http.get(bridge.url + path) as resp:
+            text = await resp.text()
+        assert "<updated>2024-07-14T08:30:00+00:00</updated>" in text and "1970" not in text, path

@@ -275,5 +275,9 @@ async def blog_feed(request: web.Request) -> web.Response:
         slugs = {c.article for c in shown}
         rows = await conn.execute(select(articles).where(articles.c.slug.in_(slugs))) if slugs else []
         known = {r.slug: article_from_row(r) for r in rows}
-    body = comment_feed(_feed_site(request), shown, kind, articles=known)  # type: ignore[arg-type]
+        newest = (await conn.execute(select(articles.c.published, articles.c.updated)
+                                     .where(articles.c.deleted.is_(None))
+                                     .order_by(articles.c.published.desc()).limit(1))).first()
+    since = (newest.updated or newest.published) if newest else None  # dates an empty feed
+    body = comment_feed(_feed_site(request), shown, kind, articles=known, since=since)  # type: ignore[arg-type]
     return _feed_response(request, body, kind)
