@@ -24,10 +24,12 @@ from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
 from .common import dumps, json_response, require_admin
+from .paging import cursor, next_url, page_params
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 STATUSES = ("pending", "approved", "rejected", "all")
 FEED_ENTRIES = 50
+ADMIN_DEFAULT = 100  # comments per page of the admin listing unless `limit` says otherwise
 ADMIN_LIMIT = 500
 
 
@@ -136,15 +138,20 @@ async def comments_index(request: web.Request) -> web.Response:
     status = request.query.get("status", "all")
     if status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-    try:
-        limit = min(ADMIN_LIMIT, max(1, int(request.query.get("limit", "100"))))
-        offset = max(0, int(request.query.get("offset", "0")))
-    except ValueError:
-        raise BadRequest("limit and offset must be integers") from None
+    page = page_params(request, default=ADMIN_DEFAULT, maximum=ADMIN_LIMIT)
+    slug = request.query.get("article") or None
     async with request.app[STORE].connect() as conn:
-        found = await comment_views.list_comments(conn, status=status, slug=request.query.get("article") or None,
-                                                   limit=limit, offset=offset)
-    return json_response({"comments": [comment_views.comment_json(c, admin=True, nested=False) for c in found]})
+        total = await comment_views.count_comments(conn, status=status, slug=slug)
+        found = await comment_views.list_comments(conn, status=status, slug=slug, limit=page.limit + 1,
+                                                   offset=page.offset, after=page.after)
+    body: dict[str, Any] = {
+        "comments": [comment_views.comment_json(c, admin=True, nested=False) for c in found[:page.limit]],
+        "total": total,
+    }
+    if len(found) > page.limit:  # one more row than asked: there is a following page
+        last = found[page.limit - 1]
+        body["next"] = next_url(request, request.app[SETTINGS].base, cursor(last.published, last.id))
+    return json_response(body)
 
 
 # -- admin -------------------------------------------------------------------------------------------
