@@ -295,12 +295,9 @@ def _fill_article_entry(entry: FeedEntry, site: FeedSite, article: Article, full
     for tag in article.tags:
         entry.category(term=tag)
     if article.image:
-        link: dict[str, str] = {
-            "href": article.image,
-            "rel": "enclosure",
-            "type": _image_type(article.image),
-            "length": "0",
-        }
+        link: dict[str, str] = {"href": article.image, "rel": "enclosure", "type": _image_type(article.image)}
+        if article.image_length:
+            link["length"] = str(article.image_length)  # measured by a HEAD when the article was published
         if article.image_alt:
             link["title"] = article.image_alt
         _link(entry, **link)
@@ -407,8 +404,10 @@ def _fill_comment_entry(entry: FeedEntry, comment: Comment, article: Article | N
 def _link(entry: FeedEntry, **attrs: str) -> None:
     """Give a link to feedgen (RSS <link>/<enclosure>) and to our Atom writer (see the extension)."""
     entry.link(**attrs)
-    # RSS requires an enclosure length and we don't know it; Atom doesn't, so don't claim "0" there.
-    entry.fedibridge.atom_links.append({k: v for k, v in attrs.items() if k != "length"})
+    # An enclosure of unknown size: RSS requires `length`, and feedgen then writes "0", which the RSS Board's
+    # Best Practices Profile prescribes for "unknown" (validators accept it, but not a missing length);
+    # Atom's `length` is optional, so there it is simply left out.
+    entry.fedibridge.atom_links.append(dict(attrs))
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Any]:

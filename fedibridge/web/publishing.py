@@ -12,8 +12,9 @@ from sqlalchemy import func, select
 
 from .. import articles as store_articles
 from .. import vocab
-from ..app import SETTINGS, SITE, STORE
+from ..app import CLIENT, SETTINGS, SITE, STORE
 from ..delivery import notify
+from ..enclosures import measure_images
 from ..errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from ..feeds import FeedSite, article_feed, feed_etag, last_modified
 from ..store import count
@@ -61,6 +62,8 @@ async def post_article(request: web.Request) -> web.Response:
     site = request.app[SITE]
     result = await store_articles.publish_one(request.app[STORE], site, inp)
     notify(request.app)
+    if result.changed and result.article.image:  # committed already: a slow image host delays only the answer
+        await measure_images(request.app[CLIENT], request.app[STORE], [result.article.slug])
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body, status=201 if result.created else 200)
