@@ -7,7 +7,6 @@ and the activity, the article row and the delivery rows are written in one trans
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -136,31 +135,11 @@ def _opt_str(data: Mapping[str, Any], field: str) -> str | None:
     return value.strip() or None
 
 
-# What POST /api/articles takes (DESIGN §3), and what GET /api/articles/{slug} adds that a script may send
-# back unchanged (read-only, ignored). Anything else is a typo to report, not a field to drop silently.
-API_FIELDS = ("title", "url", "content", "summary", "tags", "language", "published", "slug", "image",
-              "image_alt", "sensitive", "content_warning")
-API_READ_ONLY = frozenset({"id", "updated", "deleted", "replies", "likes", "boosts", "activity", "changed",
-                           "queued"})
-
-
-def check_api_fields(data: Any) -> None:
-    """BadRequest naming the first unknown field (with the likely intended one), so `titel` never publishes."""
-    if not isinstance(data, Mapping):
-        raise BadRequest("body must be a JSON object")
-    for name in data:
-        if name in API_FIELDS or name in API_READ_ONLY:
-            continue
-        guess = difflib.get_close_matches(str(name), API_FIELDS, n=1)
-        hint = f" (did you mean {guess[0]!r}?)" if guess else f"; known fields: {', '.join(API_FIELDS)}"
-        raise BadRequest(f"unknown field {str(name)!r}{hint}")
-
-
 def validate(data: Any, *, source: str = "api", source_guid: str | None = None) -> ArticleInput:
     """Check an article dict (API JSON, front matter, feed entry); BadRequest names the bad field.
 
     Unknown fields are ignored here (front matter and feeds carry more than we use); the admin API
-    refuses them first with `check_api_fields`.
+    refuses them first (web/publishing.py).
     """
     if not isinstance(data, Mapping):
         raise BadRequest("body must be a JSON object")

@@ -65,8 +65,15 @@ class FeedSite:
 class _CommentsExtension(BaseExtension):  # type: ignore[misc]
     """Feed-level half: only declares the prefixes so items don't get ns0:, ns1:…"""
 
+    undated = False  # no date known: leave RSS's optional lastBuildDate out rather than claim 1970
+
     def extend_ns(self) -> dict[str, str]:
         return {"wfw": WFW_NS, "thr": THR_NS, "dc": DC_NS}
+
+    def extend_rss(self, rss: Any) -> Any:
+        for element in rss.findall("channel/lastBuildDate") if self.undated else ():
+            element.getparent().remove(element)  # feedgen always writes one
+        return rss
 
 
 class _CommentsEntryExtension(BaseEntryExtension):  # type: ignore[misc]
@@ -322,8 +329,7 @@ def comment_feed(
 
     The caller decides what is shown (approved, public); replies nested in ``Comment.replies`` are
     included too. For the blog-wide feed, ``articles`` (slug → Article) lets titles name the article.
-    Without comments the feed is dated by the article (or ``since``, e.g. the newest article), never
-    1970; with no date at all the RSS feed has no lastBuildDate (optional) rather than a false one.
+    Without comments it is dated by the article, or ``since`` (the newest article), never 1970.
     """
     _check_kind(kind)
     known: dict[str, Article] = dict(articles or {})
@@ -345,24 +351,11 @@ def comment_feed(
         updated = _utc(article.updated or article.published)
     else:
         updated = _utc(since) if since else None
-    fg = _new_feed(site, title, title, alternate, self_url, kind, updated or EPOCH, False)
+    fg = _new_feed(site, title, title, alternate, self_url, kind, updated or EPOCH, False)  # Atom needs one
+    fg.fedibridge.undated = updated is None
     for comment in shown:
         _fill_comment_entry(fg.add_entry(order="append"), comment, known.get(comment.article))
-    body = _render(fg, kind)
-    return body if updated or kind != "rss" else _without_last_build_date(body)
-
-
-def _without_last_build_date(rss: bytes) -> bytes:
-    """Drop <lastBuildDate> (feedgen always writes one): better absent than 'Thu, 01 Jan 1970'.
-
-    Atom's <updated> is required, so an Atom feed with no date at all keeps the epoch.
-    """
-    root = etree.fromstring(rss)
-    for element in root.findall("channel/lastBuildDate"):
-        element.getparent().remove(element)
-    out = etree.tostring(root, pretty_print=True, encoding="UTF-8", xml_declaration=True)
-    assert isinstance(out, bytes)
-    return out
+    return _render(fg, kind)
 
 
 def _author_label(comment: Comment) -> tuple[str, str]:
@@ -404,9 +397,8 @@ def _fill_comment_entry(entry: FeedEntry, comment: Comment, article: Article | N
 def _link(entry: FeedEntry, **attrs: str) -> None:
     """Give a link to feedgen (RSS <link>/<enclosure>) and to our Atom writer (see the extension)."""
     entry.link(**attrs)
-    # An enclosure of unknown size: RSS requires `length`, and feedgen then writes "0", which the RSS Board's
-    # Best Practices Profile prescribes for "unknown" (validators accept it, but not a missing length);
-    # Atom's `length` is optional, so there it is simply left out.
+    # Unknown enclosure size: feedgen writes RSS's required length as "0", the RSS Board profile's "unknown";
+    # Atom's length is optional, so there it is left out.
     entry.fedibridge.atom_links.append(dict(attrs))
 
 
