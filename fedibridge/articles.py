@@ -138,7 +138,8 @@ def _opt_str(data: Mapping[str, Any], field: str) -> str | None:
 def validate(data: Any, *, source: str = "api", source_guid: str | None = None) -> ArticleInput:
     """Check an article dict (API JSON, front matter, feed entry); BadRequest names the bad field.
 
-    Unknown fields are ignored so blog scripts may send more than we use.
+    Unknown fields are ignored here (front matter and feeds carry more than we use); the admin API
+    refuses them first (web/publishing.py).
     """
     if not isinstance(data, Mapping):
         raise BadRequest("body must be a JSON object")
@@ -204,6 +205,7 @@ def article_from_row(row: Any, likes: int = 0, boosts: int = 0) -> Article:
         updated=m["updated"], summary=m["summary"], tags=tuple(m["tags"] or ()), language=m["language"],
         image=m["image"], image_alt=m["image_alt"], sensitive=bool(m["sensitive"]),
         content_warning=m["content_warning"], deleted=m["deleted"], likes=likes, boosts=boosts,
+        image_length=m.get("image_length"),
     )
 
 
@@ -333,7 +335,9 @@ async def publish(conn: AsyncConnection, site: vocab.Site, inp: ArticleInput, *,
     values["content_hash"] = content_hash(values)
     if values["content_hash"] == row.content_hash:
         return PublishResult(article_from_row(row), False, False, None, 0)
-    await conn.execute(articles.update().where(articles.c.id == row.id).values(updated=now, **values))
+    # A new image's size is unknown until measured again (enclosures.measure_images).
+    stale = {"image_length": None} if inp.image != row.image else {}
+    await conn.execute(articles.update().where(articles.c.id == row.id).values(updated=now, **values, **stale))
     article = article_from_row({**values, "slug": row.slug, "updated": now, "deleted": None})
     obj = vocab.article_object(site, article)
     activity, queued = await _record(

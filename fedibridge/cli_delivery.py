@@ -12,13 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from . import config
 from .store import Store, utcnow
 from .tables import deliveries, domains, followers
 
 FAILED_LIMIT = 200
+FAILING_LIMIT = 50  # servers listed with their latest error
 
 
 def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -94,7 +95,23 @@ async def queue_summary(store: Store) -> dict[str, Any]:
             for r in await conn.execute(select(domains).where(domains.c.unavailable.is_(True))
                                         .order_by(domains.c.host))
         ]
-    return {"totals": totals, "hosts": hosts, "unavailable": down}
+        failing = await _latest_errors(conn)
+    return {"totals": totals, "hosts": hosts, "failing": failing, "unavailable": down}
+
+
+async def _latest_errors(conn: Any) -> list[dict[str, Any]]:
+    """Per server with retrying or failed rows, its most recent error: what the worker's log said."""
+    c = deliveries.c
+    when = func.coalesce(c.last_attempt_at, c.finished_at, c.created_at)  # rows from before 0002 lack the first
+    rank = func.row_number().over(partition_by=c.host, order_by=(when.desc(), c.id.desc())).label("rank")
+    failing = or_(c.state == "failed", and_(c.state == "pending", c.attempts > 0))
+    latest = (select(c.host, c.last_status, c.last_error, c.last_attempt_at, c.state, rank)
+              .where(failing, c.last_error.is_not(None)).subquery())
+    rows = await conn.execute(select(latest).where(latest.c.rank == 1).order_by(latest.c.host).limit(FAILING_LIMIT))
+    return [{"host": r.host, "state": "retrying" if r.state == "pending" else r.state, "last_status": r.last_status,
+             "last_error": r.last_error,
+             "at": r.last_attempt_at.isoformat().replace("+00:00", "Z") if r.last_attempt_at else None}
+            for r in rows]
 
 
 async def failed_rows(store: Store) -> list[Any]:
@@ -145,6 +162,11 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         print()
         print(_table(["host", "pending", "failed", "done"],
                      [[h["host"], str(h["pending"]), str(h["failed"]), str(h["done"])] for h in summary["hosts"]]))
+    if summary["failing"]:
+        print("\nfailing servers, latest error:")
+        print(_table(["host", "state", "when", "last error"],
+                     [[f["host"], f["state"], (f["at"] or "")[:16].replace("T", " "),
+                       (f["last_error"] or "").replace("\n", " ")[:100]] for f in summary["failing"]]))
     if summary["unavailable"]:
         print("\nunavailable domains (skipped until they answer a daily probe):")
         for d in summary["unavailable"]:

@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .models import Attachment, Author, Comment
+from .store import count, keyset_after
 from .tables import articles, comments
 from .vocab import Site, iso
 
@@ -122,11 +123,8 @@ async def find_article(conn: AsyncConnection, site: Site, ref: str) -> Any:
                                .order_by(articles.c.id).limit(1))).first()
 
 
-async def list_comments(conn: AsyncConnection, *, status: str | None = None, slug: str | None = None,
-                        public_only: bool = False, limit: int = 100, offset: int = 0,
-                        newest_first: bool = True) -> list[Comment]:
-    """Comments filtered for the admin API (status/article) or for public readers (approved, public, live)."""
-    stmt = select_comments()
+def _filtered(stmt: Any, *, status: str | None, slug: str | None, public_only: bool) -> Any:
+    """The admin filters (status/article), or what public readers may see (approved, public, live)."""
     if status and status != "all":
         stmt = stmt.where(comments.c.status == status)
     if slug:
@@ -134,10 +132,29 @@ async def list_comments(conn: AsyncConnection, *, status: str | None = None, slu
     if public_only:
         stmt = stmt.where(comments.c.status == "approved", comments.c.visibility.in_(PUBLIC_VISIBILITY),
                           articles.c.deleted.is_(None))
+    return stmt
+
+
+async def list_comments(conn: AsyncConnection, *, status: str | None = None, slug: str | None = None,
+                        public_only: bool = False, limit: int = 100, offset: int = 0,
+                        newest_first: bool = True, after: tuple[datetime, int] | None = None) -> list[Comment]:
+    """Comments filtered for the admin API (status/article) or for public readers (approved, public, live).
+
+    `after` = (published, id) of the last comment of the previous page (keyset paging).
+    """
+    stmt = _filtered(select_comments(), status=status, slug=slug, public_only=public_only)
+    if after is not None:
+        stmt = stmt.where(keyset_after(comments.c.published, comments.c.id, after, descending=newest_first))
     order = (comments.c.published.desc(), comments.c.id.desc()) if newest_first else \
         (comments.c.published, comments.c.id)
     rows = await conn.execute(stmt.order_by(*order).limit(limit).offset(offset))
     return [comment_from_row(r) for r in rows]
+
+
+async def count_comments(conn: AsyncConnection, *, status: str | None = None, slug: str | None = None) -> int:
+    """How many comments list_comments would walk through with these filters (the API's `total`)."""
+    stmt = select(func.count()).select_from(comments.join(articles, comments.c.article_id == articles.c.id))
+    return await count(conn, _filtered(stmt, status=status, slug=slug, public_only=False))
 
 
 async def public_thread(conn: AsyncConnection, article_id: int) -> list[Comment]:

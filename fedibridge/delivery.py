@@ -368,7 +368,7 @@ class Worker:
             .values(state=bindparam("b_state"), attempts=bindparam("b_attempts"),
                     next_attempt_at=bindparam("b_next"), last_status=bindparam("b_status"),
                     last_error=bindparam("b_error"), finished_at=bindparam("b_finished"),
-                    locked_until=None, locked_by=None)
+                    last_attempt_at=now, locked_until=None, locked_by=None)
         )
         ok_hosts = {o.row.host for o in batch if o.metric == "delivered" and o.row.kind == "ap"}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts

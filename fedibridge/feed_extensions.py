@@ -22,8 +22,15 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 class CommentsExtension(BaseExtension):  # type: ignore[misc]
     """Feed-level half: only declares the prefixes so items don't get ns0:, ns1:…"""
 
+    undated = False  # no date known: leave RSS's optional lastBuildDate out rather than claim 1970
+
     def extend_ns(self) -> dict[str, str]:
         return {"wfw": WFW_NS, "thr": THR_NS, "dc": DC_NS}
+
+    def extend_rss(self, rss: Any) -> Any:
+        for element in rss.findall("channel/lastBuildDate") if self.undated else ():
+            element.getparent().remove(element)  # feedgen always writes one
+        return rss
 
 
 class CommentsEntryExtension(BaseEntryExtension):  # type: ignore[misc]

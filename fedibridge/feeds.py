@@ -263,12 +263,9 @@ def _fill_article_entry(entry: FeedEntry, site: FeedSite, article: Article, full
     for tag in article.tags:
         entry.category(term=tag)
     if article.image:
-        link: dict[str, str] = {
-            "href": article.image,
-            "rel": "enclosure",
-            "type": _image_type(article.image),
-            "length": "0",
-        }
+        link: dict[str, str] = {"href": article.image, "rel": "enclosure", "type": _image_type(article.image)}
+        if article.image_length:
+            link["length"] = str(article.image_length)  # measured by a HEAD when the article was published
         if article.image_alt:
             link["title"] = article.image_alt
         _link(entry, **link)
@@ -287,11 +284,13 @@ def comment_feed(
     article: Article | None = None,
     *,
     articles: Mapping[str, Article] | None = None,
+    since: datetime | None = None,
 ) -> bytes:
     """Comments of one article (``article`` given) or of the whole blog, newest first.
 
     The caller decides what is shown (approved, public); replies nested in ``Comment.replies`` are
     included too. For the blog-wide feed, ``articles`` (slug → Article) lets titles name the article.
+    Without comments it is dated by the article, or ``since`` (the newest article), never 1970.
     """
     _check_kind(kind)
     known: dict[str, Article] = dict(articles or {})
@@ -308,7 +307,14 @@ def comment_feed(
     shown = [_xml_safe(c) for c in _unique(_flatten(comments)) if not c.deleted]
     shown.sort(key=lambda c: (_utc(c.published), c.ap_id), reverse=True)
     # No feed-level author: every comment entry names its own.
-    fg = _new_feed(site, title, title, alternate, self_url, kind, last_modified(shown), False)
+    if shown:
+        updated: datetime | None = last_modified(shown)
+    elif article is not None:
+        updated = _utc(article.updated or article.published)
+    else:
+        updated = _utc(since) if since else None
+    fg = _new_feed(site, title, title, alternate, self_url, kind, updated or EPOCH, False)  # Atom needs one
+    fg.fedibridge.undated = updated is None
     for comment in shown:
         _fill_comment_entry(fg.add_entry(order="append"), comment, known.get(comment.article))
     return _render(fg, kind)
@@ -353,8 +359,9 @@ def _fill_comment_entry(entry: FeedEntry, comment: Comment, article: Article | N
 def _link(entry: FeedEntry, **attrs: str) -> None:
     """Give a link to feedgen (RSS <link>/<enclosure>) and to our Atom writer (see the extension)."""
     entry.link(**attrs)
-    # RSS requires an enclosure length and we don't know it; Atom doesn't, so don't claim "0" there.
-    entry.fedibridge.atom_links.append({k: v for k, v in attrs.items() if k != "length"})
+    # Unknown enclosure size: feedgen writes RSS's required length as "0", the RSS Board profile's "unknown";
+    # Atom's length is optional, so there it is left out.
+    entry.fedibridge.atom_links.append(dict(attrs))
 
 
 def _flatten(items: Iterable[Any]) -> Iterator[Any]:

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import articles, remote_json
+from .enclosures import measure_images
 from .errors import BadRequest, FedibridgeError, FetchError, Gone
 from .logsafe import logger
 from .queue import insert_ignore
@@ -327,6 +328,7 @@ async def poll_once(app: web.Application, source: str | None = None) -> PollResu
         app[METRICS].inc("feed_polls_total", result="error")
         return PollResult(error=str(exc))
     result = await publish_entries(store, app[SITE], entries, deliver=not first, source="feed")
+    await measure_images(app[CLIENT], store, result.slugs)  # the RSS enclosures' sizes
     # Validators are saved only now: had anything failed above, the next poll fetches the feed again.
     await _save_state(store, source, etag=fetched.etag, last_modified=fetched.last_modified,
                       last_polled=utcnow(), last_error=None)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .app import RESOLVER, SITE, STORE
@@ -25,7 +26,7 @@ from .logsafe import logger
 from .models import Follower
 from .objects import ACTOR_TYPES, as_list, ref_id
 from .queue import enqueue_to_inboxes, insert_ignore
-from .store import Store, utcnow
+from .store import Store, count, keyset_after, utcnow
 from .tables import activities, followers
 from .vocab import accept_follow
 
@@ -130,3 +131,14 @@ async def list_followers(store: Store) -> list[Follower]:
         rows = await conn.execute(select(followers).order_by(followers.c.since, followers.c.id))
         return [Follower(actor_id=r.actor_id, inbox=r.inbox, shared_inbox=r.shared_inbox, handle=r.handle,
                          since=r.since) for r in rows]
+
+
+async def followers_page(store: Store, *, limit: int, offset: int = 0,
+                         after: tuple[datetime, int] | None = None) -> tuple[int, list[Any]]:
+    """(total, up to `limit` follower rows oldest first), starting after (since, id) for keyset paging."""
+    async with store.connect() as conn:
+        total = await count(conn, select(func.count()).select_from(followers))
+        stmt = select(followers).order_by(followers.c.since, followers.c.id)
+        if after is not None:
+            stmt = stmt.where(keyset_after(followers.c.since, followers.c.id, after, descending=False))
+        return total, list(await conn.execute(stmt.limit(limit).offset(offset)))

@@ -36,6 +36,20 @@ class Metrics:
         "fedibridge_inbox_activities_total": "Stored inbox activities handled, by type and outcome.",
     }
 
+    # Series the README documents, exported at 0 before anything happened: an alert on an absent series
+    # (`fedibridge_delivery_queue{state="pending"} > 100`) never fires, and `rate()` needs the 0 to start from.
+    ALWAYS: dict[str, tuple[dict[str, str], ...]] = {
+        "fedibridge_deliveries_total": tuple({"outcome": o} for o in ("delivered", "retry", "failed", "gone")),
+        "fedibridge_inbox_requests_total": tuple({"outcome": o} for o in (
+            "accepted", "duplicate", "malformed", "unauthorized", "blocked", "too_large", "unsupported_media_type")),
+        "fedibridge_delivery_queue": tuple({"state": s} for s in ("pending", "done", "failed")),
+        "fedibridge_inbox_queue": ({},),
+    }
+    GAUGE_HELP = {
+        "fedibridge_delivery_queue": "Delivery rows by state.",
+        "fedibridge_inbox_queue": "Inbox activities waiting to be handled.",
+    }
+
     def __init__(self) -> None:
         self._counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
 
@@ -53,11 +67,20 @@ class Metrics:
         for name in sorted(set(self._counters) | set(self.HELP)):
             lines.append(f"# HELP {name} {self.HELP.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
-            for key, value in sorted(self._counters.get(name, {}).items()):
+            for key, value in sorted(self._with_zeros(name, self._counters.get(name, {})).items()):
                 lines.append(f"{name}{_labels(dict(key))} {value:g}")
-        for name, (help_text, samples) in sorted((gauges or {}).items()):
+        empty: list[tuple[dict[str, str], float]] = []
+        given = {name: (help_text, empty) for name, help_text in self.GAUGE_HELP.items()} | (gauges or {})
+        for name, (help_text, samples) in sorted(given.items()):
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} gauge")
-            for labels, value in samples:
-                lines.append(f"{name}{_labels(labels)} {value:g}")
+            series = self._with_zeros(name, {tuple(sorted(labels.items())): value for labels, value in samples})
+            for key, value in sorted(series.items()):
+                lines.append(f"{name}{_labels(dict(key))} {value:g}")
         return "\n".join(lines) + "\n"
+
+    def _with_zeros(self, name: str, series: dict[tuple[tuple[str, str], ...], float]
+                    ) -> dict[tuple[tuple[str, str], ...], float]:
+        """The observed samples plus a 0 for each documented label set not seen yet."""
+        zeros = {tuple(sorted(labels.items())): 0.0 for labels in self.ALWAYS.get(name, ())}
+        return zeros | series

@@ -30,6 +30,7 @@ class Article:
     deleted: datetime | None = None
     likes: int = 0
     boosts: int = 0
+    image_length: int | None = None  # bytes, when a HEAD of the image told us
 
 
 @dataclass(frozen=True)

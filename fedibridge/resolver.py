@@ -246,11 +246,12 @@ class GuardedClient:
             self._remember(host, scheme)
         return resp
 
-    async def _follow(self, url: str, headers: Mapping[str, str], signed: bool) -> Response:
-        """GET following at most max_redirects redirects, each target checked again by the guard."""
+    async def _follow(self, url: str, headers: Mapping[str, str], signed: bool, method: str = "GET") -> Response:
+        """GET (or HEAD) following at most max_redirects redirects, each target checked again by the guard."""
         current = _defrag(url)
         for hop in range(self._max_redirects + 1):
-            resp = await self._request("GET", current, headers, None, signed=signed, strict=True)
+            # HEAD is not strict: its Content-Length describes a body that never comes, whatever its size.
+            resp = await self._request(method, current, headers, None, signed=signed, strict=method == "GET")
             location = resp.headers.get("location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
@@ -270,6 +271,10 @@ class GuardedClient:
     ) -> Response:
         """Guarded GET returning any status (304 for conditional feed polling); raises only FetchError."""
         return await self._follow(url, dict(headers or {}), signed)
+
+    async def head(self, url: str) -> Response:
+        """Guarded, unsigned HEAD (redirects followed and re-checked): a resource's size without its body."""
+        return await self._follow(url, {}, False, "HEAD")
 
     async def fetch_json(
         self, url: str, *, signed: bool = True, accept: str = AP_ACCEPT

@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, select, text
+from sqlalchemy import and_, event, or_, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -177,3 +177,11 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 async def count(conn: AsyncConnection, stmt: Any) -> int:
     return int((await conn.execute(stmt)).scalar_one())
+
+
+def keyset_after(when: Any, ident: Any, after: tuple[datetime, int], *, descending: bool) -> Any:
+    """Rows strictly past `after` = (time, id) in (time, id) order: pages that new rows never shift."""
+    moment, last_id = after
+    if descending:
+        return or_(when < moment, and_(when == moment, ident < last_id))
+    return or_(when > moment, and_(when == moment, ident > last_id))

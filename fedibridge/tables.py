@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -79,6 +80,7 @@ articles = Table(
     Column("language", String(35)),
     Column("image", Text),
     Column("image_alt", Text),
+    Column("image_length", BigInteger),  # bytes, from a HEAD when published; None when unknown
     Column("sensitive", Boolean, nullable=False, default=False),
     Column("content_warning", Text),
     Column("published", UTCDateTime, nullable=False),
@@ -119,6 +121,7 @@ deliveries = Table(
     Column("locked_by", String(64)),
     Column("last_status", Integer),
     Column("last_error", Text),
+    Column("last_attempt_at", UTCDateTime),  # when last_status/last_error were recorded
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
     UniqueConstraint("activity_id", "inbox", name="uq_deliveries_activity_inbox"),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +16,9 @@ from sqlalchemy import select
 from fedibridge.cli import main
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, domains, followers
+
+from .conftest import BridgeFactory, wait_for
+from .remote import RemoteInstance
 
 
 def _config(tmp_path: Path, database_url: str) -> str:
@@ -117,3 +123,42 @@ def test_empty_database(tmp_path: Path, database_url: str, capsys: pytest.Captur
     assert "no followers yet" in capsys.readouterr().out
     assert main(["deliveries", "--config", cfg]) == 0
     assert "pending 0  retrying 0  failed 0  done 0" in capsys.readouterr().out
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m fedibridge …` as the site owner runs it, without the test run's FEDIBRIDGE_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIBRIDGE_")}
+    return subprocess.run([sys.executable, "-m", "fedibridge", *args], capture_output=True, text=True, timeout=60,
+                          env=env)
+
+
+async def test_deliveries_shows_latest_error_per_failing_server(make_bridge: BridgeFactory, tmp_path: Path,
+                                                                 database_url: str) -> None:
+    """A real run: a Mastodon inbox answering 500 and a healthy one; the CLI (a subprocess) names the failing
+    server and its error, which used to be only in the server log."""
+    bridge = await make_bridge()
+    async with RemoteInstance(host_ip="127.0.0.2", inbox_status=500) as broken, \
+            RemoteInstance(host_ip="127.0.0.3") as healthy:
+        for remote, acct in ((broken, broken.add_actor("alice")), (healthy, healthy.add_actor("bob"))):
+            status, text = await remote.send(acct, bridge.actor + "/inbox", remote.follow(acct, bridge.actor))
+            assert status == 202, text
+
+        async def settled() -> bool:
+            async with bridge.store.connect() as conn:
+                found = {r.host: r for r in await conn.execute(select(deliveries))}
+            return (broken.host in found and found[broken.host].attempts == 1
+                    and healthy.host in found and found[healthy.host].state == "done")
+
+        await wait_for(settled)
+    cfg = _config(tmp_path, database_url)
+    run = await asyncio.to_thread(_cli, "deliveries", "--config", cfg)
+    assert run.returncode == 0, run.stderr
+    assert "pending 0  retrying 1  failed 0  done 1" in run.stdout
+    failing = run.stdout.split("failing servers, latest error:")[1]
+    [line] = [x for x in failing.splitlines() if x.startswith("127.")]
+    assert line.split()[:2] == [broken.host, "retrying"] and line.endswith("HTTP 500: error")
+    assert healthy.host not in failing  # a healthy server is not listed as failing
+    run = await asyncio.to_thread(_cli, "deliveries", "--config", cfg, "--json")
+    [entry] = json.loads(run.stdout)["failing"]
+    assert entry["host"] == broken.host and entry["state"] == "retrying"
+    assert entry["last_status"] == 500 and entry["last_error"] == "HTTP 500: error" and entry["at"].endswith("Z")

@@ -114,12 +114,15 @@ async def test_host_meta_xml_and_json(bridge: Bridge) -> None:
 async def test_nodeinfo_20_and_21(bridge: Bridge) -> None:
     async with bridge.http.get(f"{bridge.url}/.well-known/nodeinfo") as resp:
         links = (await resp.json(content_type=None))["links"]
-    hrefs = {link["rel"].rsplit("/", 1)[1]: link["href"] for link in links}
-    assert set(hrefs) == {"2.0#", "2.1#"}
-    for version, href in (("2.0", hrefs["2.0#"]), ("2.1", hrefs["2.1#"])):
+    # The rels crawlers and servers match exactly (the NodeInfo protocol): the schema URL without '#'.
+    hrefs = {link["rel"]: link["href"] for link in links}
+    assert set(hrefs) == {f"http://nodeinfo.diaspora.software/ns/schema/{v}" for v in ("2.0", "2.1")}
+    for version in ("2.0", "2.1"):
+        href = hrefs[f"http://nodeinfo.diaspora.software/ns/schema/{version}"]
         async with bridge.http.get(href) as resp:
             assert resp.status == 200
-            assert f"schema/{version}#" in resp.headers["Content-Type"]
+            assert resp.headers["Content-Type"] == (
+                f'application/json; profile="http://nodeinfo.diaspora.software/ns/schema/{version}#"')
             doc = await resp.json(content_type=None)
         assert doc["version"] == version
         assert doc["software"]["name"] == "fedibridge"

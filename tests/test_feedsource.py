@@ -20,6 +20,7 @@ from fedibridge.app import WORKER_ID
 from fedibridge.tables import activities, articles, deliveries, feed_state, followers, leases
 
 from .conftest import Bridge, BridgeFactory, free_port, wait_for
+from .test_publish_api import ImageHost
 
 FEEDS = Path(__file__).parent / "fixtures" / "feeds"
 
@@ -281,3 +282,19 @@ async def test_local_file_source(make_bridge: BridgeFactory, tmp_path: Path) -> 
     assert "Déployer avec Ansible\u00a0: les bases" in note["content"]
     assert note["published"] == "2024-05-20T19:00:00Z"
     assert note["attachment"][0]["url"] == "https://notes.example.net/assets/ansible.png"
+
+
+async def test_poll_measures_the_image_for_the_rss_enclosure(make_bridge: BridgeFactory,
+                                                              feed_server: FeedServer) -> None:
+    """The blog's feed names an image: one HEAD on the blog's media server gives /feed.rss its real length."""
+    bridge = await make_bridge()
+    async with ImageHost() as media:
+        image = f"{media.base}/media/seine.jpg"
+        feed_server.body = feed_server.body.replace(
+            b"https://carnets.example.fr/wp-content/uploads/2024/07/seine-1024x683.jpg", image.encode())
+        result = await feedsource.poll_once(bridge.app, feed_server.url)
+        assert result.created == 2
+    assert await scalar(bridge, select(articles.c.image_length).where(articles.c.image == image)) == len(
+        ImageHost.IMAGE)
+    async with bridge.http.get(f"{bridge.url}/feed.rss") as resp:
+        assert f'<enclosure url="{image}" length="{len(ImageHost.IMAGE)}" type="image/jpeg"/>' in await resp.text()

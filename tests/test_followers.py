@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -158,3 +159,35 @@ async def test_admin_followers_api(bridge: Bridge, remote: RemoteInstance) -> No
     async with bridge.store.connect() as conn:
         since = (await conn.execute(select(followers.c.since).where(followers.c.actor_id == bob.id))).scalar_one()
     assert data["followers"][1]["since"] == since.isoformat()
+
+
+async def test_admin_followers_api_walks_next(bridge: Bridge) -> None:
+    """Seven followers (four in the same second), three a page: `next` walks them all once, new ones included."""
+    same = datetime(2024, 3, 1, 9, 30, tzinfo=UTC)
+
+    def row(i: int, since: datetime) -> dict[str, object]:
+        host = "mastodon.example" if i % 2 else "gts.example"
+        return {"actor_id": f"https://{host}/users/u{i}", "handle": f"@u{i}@{host}",
+                "inbox": f"https://{host}/users/u{i}/inbox", "shared_inbox": None, "since": since}
+
+    async with bridge.store.begin() as conn:
+        await conn.execute(followers.insert(), [row(i, same if i < 4 else same + timedelta(days=i)) for i in range(7)])
+    url: str | None = f"{bridge.url}/api/followers?limit=3"
+    seen: list[str] = []
+    pages = 0
+    while url is not None:
+        async with bridge.http.get(url, headers=bridge.admin) as resp:
+            assert resp.status == 200
+            data = await resp.json()
+        pages += 1
+        assert len(data["followers"]) <= 3
+        seen += [f["id"] for f in data["followers"]]
+        if pages == 1:
+            assert data["total"] == 7
+            async with bridge.store.begin() as conn:  # someone follows mid-walk: listed last, met once
+                await conn.execute(followers.insert().values(**row(7, datetime.now(UTC))))
+        url = data.get("next")
+    assert data["total"] == 8 and "next" not in data
+    assert seen == [f"https://{'mastodon' if i % 2 else 'gts'}.example/users/u{i}" for i in range(8)]
+    async with bridge.http.get(f"{bridge.url}/api/followers?limit=2&offset=6", headers=bridge.admin) as resp:
+        assert [f["id"] for f in (await resp.json())["followers"]] == seen[6:]

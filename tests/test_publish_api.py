@@ -4,16 +4,19 @@ outbox, the object's id, the delivery queue, /feed.rss and /feed.atom."""
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
 import feedparser
+from aiohttp import web
 from sqlalchemy import func, select
 
 from fedibridge.tables import activities, articles, comments, deliveries, followers, reactions
 
 from .conftest import Bridge, BridgeFactory
+from .loopback import LoopbackServer
 
 AP = {"Accept": 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'}
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
@@ -33,7 +36,6 @@ def article(**changes: Any) -> dict[str, Any]:
         "published": "2024-07-14T10:30:00+02:00",
         "image": "http://blog.test/media/seine.jpg",
         "image_alt": "La Seine au coucher du soleil",
-        "unknown_field": "ignored",
     }
     data.update(changes)
     return data
@@ -245,6 +247,27 @@ async def test_bad_input_names_the_field(bridge: Bridge) -> None:
         assert (await conn.execute(select(func.count()).select_from(articles))).scalar_one() == 0
 
 
+async def test_unknown_field_is_refused_by_name(bridge: Bridge) -> None:
+    """A script's typo (`titel`) is a 400 naming it, and nothing is published or queued."""
+    data = article()
+    data["titel"] = data.pop("title")
+    status, body = await post(bridge, data)
+    assert status == 400
+    assert body["error"] == "unknown field 'titel' (did you mean 'title'?)"
+    status, body = await post(bridge, article(wordpress_id=42))
+    assert status == 400 and "unknown field 'wordpress_id'" in body["error"] and "content_warning" in body["error"]
+    async with bridge.store.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(articles))).scalar_one() == 0
+        assert (await conn.execute(select(func.count()).select_from(activities))).scalar_one() == 0
+    # What GET /api/articles/{slug} returns may be sent back as it is: the read-only fields are ignored.
+    status, created = await post(bridge, article())
+    assert status == 201
+    async with bridge.http.get(f"{bridge.url}/api/articles/ete-a-paris", headers=bridge.admin) as resp:
+        shown = await resp.json()
+    status, again = await post(bridge, {**shown, "title": "Nouveau titre"})
+    assert status == 200 and again["title"] == "Nouveau titre" and again["changed"] is True
+
+
 async def test_auth_and_size_limit(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge(max_article_bytes=4000)
     status, body = await post(bridge, article(), headers={})
@@ -403,3 +426,54 @@ async def test_concurrent_first_posts_of_one_slug(bridge: Bridge) -> None:
     assert statuses == [200, 200, 200, 200, 201]
     async with bridge.store.connect() as conn:
         assert (await conn.execute(select(func.count()).select_from(activities))).scalar_one() == 1
+
+
+class ImageHost(LoopbackServer):
+    """The blog's media server: a real JPEG-sized body whose HEAD tells its size, and a CDN refusing HEAD."""
+
+    IMAGE = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 48 + b"\xff\xd9"  # 12,294 bytes
+
+    def routes(self, app: web.Application) -> None:
+        async def image(request: web.Request) -> web.Response:
+            return web.Response(body=self.IMAGE, content_type="image/jpeg")
+
+        async def no_head(request: web.Request) -> web.Response:
+            return web.Response(status=405, headers={"Allow": "GET"})
+
+        app.router.add_get("/media/seine.jpg", image)  # aiohttp answers HEAD too, with Content-Length
+        app.router.add_route("HEAD", "/cdn/tour.jpg", no_head)
+        app.router.add_get("/cdn/tour.jpg", image, allow_head=False)
+
+
+async def _enclosures(bridge: Bridge) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(RSS enclosure length by image URL, Atom enclosure length by image URL) as readers get them."""
+    found: list[dict[str, str | None]] = []
+    for kind, path in (("rss", "channel/item/enclosure"), ("atom", "{http://www.w3.org/2005/Atom}entry/"
+                                                                   "{http://www.w3.org/2005/Atom}link[@rel='enclosure']")):
+        async with bridge.http.get(f"{bridge.url}/feed.{kind}") as resp:
+            root = ET.fromstring(await resp.read())
+        found.append({e.get("url") or e.get("href") or "": e.get("length") for e in root.findall(path)})
+    return found[0], found[1]
+
+
+async def test_image_enclosure_has_its_real_length(bridge: Bridge) -> None:
+    """Measured with one HEAD when published or when the image changes; unknown stays RSS's "0", absent in Atom."""
+    async with ImageHost() as media:
+        measured, refused = f"{media.base}/media/seine.jpg", f"{media.base}/cdn/tour.jpg"
+        status, _ = await post(bridge, article(image=measured))
+        assert status == 201
+        status, _ = await post(bridge, article(slug="tour", url="http://blog.test/tour/", image=refused))
+        assert status == 201
+        rss, atom = await _enclosures(bridge)
+        assert rss == {measured: str(len(ImageHost.IMAGE)), refused: "0"}
+        assert atom == {measured: str(len(ImageHost.IMAGE)), refused: None}
+        # A new image: the old size is dropped and the new one measured.
+        status, _ = await post(bridge, article(image=f"{media.base}/media/seine.jpg?v=2"))
+        assert status == 200
+        rss, _ = await _enclosures(bridge)
+        assert rss[f"{media.base}/media/seine.jpg?v=2"] == str(len(ImageHost.IMAGE))
+    # The image server gone: publishing still works, the size is just unknown.
+    status, _ = await post(bridge, article(slug="nuit", url="http://blog.test/nuit/", image=measured + "?v=3"))
+    assert status == 201
+    rss, atom = await _enclosures(bridge)
+    assert rss[measured + "?v=3"] == "0" and atom[measured + "?v=3"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from fedibridge.queue import enqueue_to_followers, follower_inboxes, insert_ignore
 from fedibridge.store import Store, head_revision, utcnow
@@ -110,5 +110,33 @@ async def test_lease_is_exclusive_until_it_expires(database_url: str) -> None:
         assert await store.acquire_lease("other", "w2", timedelta(seconds=60))
         assert await store.acquire_lease("gone", "w1", timedelta(seconds=-1))  # already expired
         assert await store.acquire_lease("gone", "w2", timedelta(seconds=60))
+    finally:
+        await store.close()
+
+
+async def test_upgrade_from_0001_keeps_rows(database_url: str) -> None:
+    """An install from before 0002 upgrades on start: its rows stay, the new columns are unknown (NULL)."""
+    from alembic import command
+
+    from fedibridge.store import _alembic_config
+    from fedibridge.tables import articles
+
+    store = await Store.open(database_url, migrate=False)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0001"))
+        assert await store.current_revision() == "0001"
+        now = utcnow()
+        async with store.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO articles (slug, title, url, content, tags, image, sensitive, published, content_hash,"
+                " source, created_at) VALUES ('ete', 'L’été', 'https://blog.example/ete/', '<p>é</p>', '[]',"
+                " 'https://blog.example/seine.jpg', false, :now, 'h', 'api', :now)"), {"now": now.replace(tzinfo=None)})
+        await store.migrate()
+        assert await store.current_revision() == head_revision()
+        async with store.connect() as conn:
+            row = (await conn.execute(select(articles))).one()
+            assert (row.title, row.image, row.image_length) == ("L’été", "https://blog.example/seine.jpg", None)
+            assert "last_attempt_at" in (await conn.execute(select(deliveries))).keys()
     finally:
         await store.close()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from ..app import STORE
-from ..followers import list_followers
+from ..app import SETTINGS, STORE
+from ..followers import followers_page
 from .common import json_response, require_admin
+from .paging import cursor, next_url, page_params
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 500
 
 
 def setup(app: web.Application, prefix: str) -> None:
@@ -14,12 +20,19 @@ def setup(app: web.Application, prefix: str) -> None:
 
 
 async def followers(request: web.Request) -> web.Response:
-    """Every follower with its delivery inbox, oldest first (admin only: the list is not public data)."""
+    """Followers with their delivery inbox, oldest first, a page at a time (admin only: not public data)."""
     require_admin(request)
-    rows = await list_followers(request.app[STORE])
-    return json_response({
-        "total": len(rows),
+    page = page_params(request, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
+    total, rows = await followers_page(request.app[STORE], limit=page.limit + 1, offset=page.offset,
+                                       after=page.after)
+    body: dict[str, Any] = {
+        "total": total,
         "followers": [
-            {"id": f.actor_id, "handle": f.handle, "inbox": f.inbox, "since": f.since.isoformat()} for f in rows
+            {"id": f.actor_id, "handle": f.handle, "inbox": f.inbox, "since": f.since.isoformat()}
+            for f in rows[:page.limit]
         ],
-    })
+    }
+    if len(rows) > page.limit:  # one more row than asked: there is a following page
+        last = rows[page.limit - 1]
+        body["next"] = next_url(request, request.app[SETTINGS].base, cursor(last.since, last.id))
+    return json_response(body)

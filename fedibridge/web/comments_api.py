@@ -23,10 +23,12 @@ from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
 from .common import dumps, json_response, require_admin
+from .paging import cursor, next_url, page_params
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 STATUSES = ("pending", "approved", "rejected", "all")
 FEED_ENTRIES = 50
+ADMIN_DEFAULT = 100  # comments per page of the admin listing unless `limit` says otherwise
 ADMIN_LIMIT = 500
 
 
@@ -135,15 +137,20 @@ async def comments_index(request: web.Request) -> web.Response:
     status = request.query.get("status", "all")
     if status not in STATUSES:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
-    try:
-        limit = min(ADMIN_LIMIT, max(1, int(request.query.get("limit", "100"))))
-        offset = max(0, int(request.query.get("offset", "0")))
-    except ValueError:
-        raise BadRequest("limit and offset must be integers") from None
+    page = page_params(request, default=ADMIN_DEFAULT, maximum=ADMIN_LIMIT)
+    slug = request.query.get("article") or None
     async with request.app[STORE].connect() as conn:
-        found = await comment_views.list_comments(conn, status=status, slug=request.query.get("article") or None,
-                                                   limit=limit, offset=offset)
-    return json_response({"comments": [comment_views.comment_json(c, admin=True, nested=False) for c in found]})
+        total = await comment_views.count_comments(conn, status=status, slug=slug)
+        found = await comment_views.list_comments(conn, status=status, slug=slug, limit=page.limit + 1,
+                                                   offset=page.offset, after=page.after)
+    body: dict[str, Any] = {
+        "comments": [comment_views.comment_json(c, admin=True, nested=False) for c in found[:page.limit]],
+        "total": total,
+    }
+    if len(found) > page.limit:  # one more row than asked: there is a following page
+        last = found[page.limit - 1]
+        body["next"] = next_url(request, request.app[SETTINGS].base, cursor(last.published, last.id))
+    return json_response(body)
 
 
 # -- admin -------------------------------------------------------------------------------------------
@@ -274,5 +281,9 @@ async def blog_feed(request: web.Request) -> web.Response:
         slugs = {c.article for c in shown}
         rows = await conn.execute(select(articles).where(articles.c.slug.in_(slugs))) if slugs else []
         known = {r.slug: article_from_row(r) for r in rows}
-    body = comment_feed(_feed_site(request), shown, kind, articles=known)  # type: ignore[arg-type]
+        newest = (await conn.execute(select(articles.c.published, articles.c.updated)
+                                     .where(articles.c.deleted.is_(None))
+                                     .order_by(articles.c.published.desc()).limit(1))).first()
+    since = (newest.updated or newest.published) if newest else None  # dates an empty feed
+    body = comment_feed(_feed_site(request), shown, kind, articles=known, since=since)  # type: ignore[arg-type]
     return _feed_response(request, body, kind)

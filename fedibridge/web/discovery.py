@@ -15,7 +15,10 @@ from ..tables import activities, articles, followers
 from .common import PAGE_SIZE, activity_response, json_response, page_number, require_admin, wants_activity_json
 
 CORS = {"Access-Control-Allow-Origin": "*"}
-NODEINFO_PROFILE = "http://nodeinfo.diaspora.software/ns/schema/{v}#"
+# The discovery document's `rel` is the schema URL without '#' (the NodeInfo protocol, and what Mastodon,
+# Misskey and the statistics crawlers look for); the document's Content-Type profile keeps the '#'.
+NODEINFO_REL = "http://nodeinfo.diaspora.software/ns/schema/{v}"
+NODEINFO_PROFILE = NODEINFO_REL + "#"
 
 
 def _check_resource(resource: str) -> None:
@@ -50,7 +53,7 @@ async def host_meta(request: web.Request) -> web.Response:
 
 async def nodeinfo_links(request: web.Request) -> web.Response:
     base = request.app[SETTINGS].base
-    links = [{"rel": NODEINFO_PROFILE.format(v=v), "href": f"{base}/nodeinfo/{v}"} for v in ("2.0", "2.1")]
+    links = [{"rel": NODEINFO_REL.format(v=v), "href": f"{base}/nodeinfo/{v}"} for v in ("2.0", "2.1")]
     return json_response({"links": links}, headers=CORS)
 
 
@@ -62,7 +65,8 @@ async def nodeinfo(request: web.Request) -> web.Response:
         posts = await count(conn, select(func.count()).select_from(articles).where(articles.c.deleted.is_(None)))
     doc = discovery.nodeinfo(request.app[SITE], version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
     ctype = f'application/json; profile="{NODEINFO_PROFILE.format(v=version)}"'
-    return web.Response(text=json_response(doc).text, headers={**CORS, "Content-Type": ctype})
+    # body=, not text=: with text= aiohttp re-renders the header, dropping the quotes the profile URL needs.
+    return web.Response(body=json_response(doc).body, headers={**CORS, "Content-Type": ctype})
 
 
 async def actor(request: web.Request) -> web.StreamResponse:

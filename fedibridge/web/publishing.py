@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -11,8 +13,9 @@ from sqlalchemy import func, select
 
 from .. import articles as store_articles
 from .. import remote_json, vocab
-from ..app import SETTINGS, SITE, STORE
+from ..app import CLIENT, SETTINGS, SITE, STORE
 from ..delivery import notify
+from ..enclosures import measure_images
 from ..errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from ..feeds import FeedSite, article_feed, feed_etag, last_modified
 from ..store import count
@@ -20,6 +23,24 @@ from ..tables import activities, articles, comments
 from .common import PAGE_SIZE, activity_response, json_response, page_number, require_admin, wants_activity_json
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
+# What POST /api/articles takes (DESIGN §3), and what GET /api/articles/{slug} adds that a script may send
+# back unchanged (read-only, ignored). Anything else is a typo to report, not a field to drop silently.
+API_FIELDS = ("title", "url", "content", "summary", "tags", "language", "published", "slug", "image",
+              "image_alt", "sensitive", "content_warning")
+API_READ_ONLY = frozenset({"id", "updated", "deleted", "replies", "likes", "boosts", "activity", "changed",
+                           "queued"})
+
+
+def check_api_fields(data: Any) -> None:
+    """BadRequest naming the first unknown field (with the likely intended one), so `titel` never publishes."""
+    if not isinstance(data, Mapping):
+        raise BadRequest("body must be a JSON object")
+    for name in data:
+        if name in API_FIELDS or name in API_READ_ONLY:
+            continue
+        guess = difflib.get_close_matches(str(name), API_FIELDS, n=1)
+        hint = f" (did you mean {guess[0]!r}?)" if guess else f"; known fields: {', '.join(API_FIELDS)}"
+        raise BadRequest(f"unknown field {str(name)!r}{hint}")
 
 
 def setup(app: web.Application, prefix: str) -> None:
@@ -55,10 +76,13 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 async def post_article(request: web.Request) -> web.Response:
     require_admin(request)
     data = await _read_json(request, request.app[SETTINGS].max_article_bytes)
+    check_api_fields(data)
     inp = store_articles.validate(data, source="api")
     site = request.app[SITE]
     result = await store_articles.publish_one(request.app[STORE], site, inp)
     notify(request.app)
+    if result.changed and result.article.image:  # committed already: a slow image host delays only the answer
+        await measure_images(request.app[CLIENT], request.app[STORE], [result.article.slug])
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body, status=201 if result.created else 200)
