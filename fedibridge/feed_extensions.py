@@ -20,7 +20,7 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 
 class CommentsExtension(BaseExtension):  # type: ignore[misc]
-    """Feed-level half: only declares the prefixes so items don't get ns0:, ns1:…"""
+    """Feed-level half: declares the prefixes (no ns0:, ns1:…) and drops an unknown lastBuildDate."""
 
     undated = False  # no date known: leave RSS's optional lastBuildDate out rather than claim 1970
 
