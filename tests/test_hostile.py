@@ -228,7 +228,7 @@ async def test_metric_labels_never_take_sender_chosen_types(bridge: Bridge, remo
         assert status == 202, text
     await remote.send(alice, f"{bridge.url}/inbox", remote.follow(alice, bridge.actor))
     await settled(bridge)
-    async with bridge.http.get(f"{bridge.url}/metrics") as resp:
+    async with bridge.http.get(f"{bridge.url}/metrics", headers=bridge.admin) as resp:
         assert resp.status == 200
         lines = [line for line in (await resp.text()).splitlines()
                  if line.startswith("fedibridge_inbox_activities_total{")]

@@ -12,7 +12,7 @@ SAMPLE = re.compile(r'^([a-z_]+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? (-?[
 
 async def scrape(bridge: Bridge) -> dict[str, float]:
     """Samples by `name{labels}`; every non-comment line must be a valid text-format sample."""
-    async with bridge.http.get(bridge.url + "/metrics") as resp:
+    async with bridge.http.get(bridge.url + "/metrics", headers=bridge.admin) as resp:
         assert resp.status == 200
         text = await resp.text()
     samples: dict[str, float] = {}
