@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
 from .errors import FetchError
+from .hosts import same_origin
 from .netguard import BlockedAddress, GuardedResolver, is_public_address
 from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
@@ -55,15 +56,6 @@ class Response:
 
 def _defrag(url: str) -> str:
     return urldefrag(url)[0]
-
-
-def authority_of(url: str) -> str:
-    """Lower-case "host:port" of a URL ('' when it has none): a key and its owner must share it."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return ""
-    return f"{parsed.host}:{parsed.port}".lower() if parsed.host else ""
 
 
 MAX_RETRY_AFTER = 86_400.0  # a Retry-After beyond a day is not believed
@@ -242,8 +234,14 @@ class GuardedClient:
             self._remember(host, scheme)
         return resp
 
-    async def _follow(self, url: str, headers: Mapping[str, str], signed: bool) -> Response:
-        """GET following at most max_redirects redirects, each target checked again by the guard."""
+    async def _follow(
+        self, url: str, headers: Mapping[str, str], signed: bool, *, own_origin: bool = False
+    ) -> Response:
+        """GET following at most max_redirects redirects, each target checked again by the guard.
+
+        own_origin: a redirect leaving the origin of `url` is refused. Identity documents need it: a server may
+        move its own documents around, but a redirect must never make another server answer for `url`.
+        """
         current = _defrag(url)
         for hop in range(self._max_redirects + 1):
             resp = await self._request("GET", current, headers, None, signed=signed, strict=True)
@@ -258,6 +256,8 @@ class GuardedClient:
                 raise FetchError(f"bad redirect Location {location!r}") from exc
             if URL(current).scheme == "https" and target.scheme == "http":
                 raise FetchError(f"refusing redirect from https to http: {target}")
+            if own_origin and not same_origin(str(target), url):
+                raise FetchError(f"refusing redirect of {_defrag(url)} to another origin: {target}")
             current = _defrag(str(target))
         raise AssertionError("unreachable")
 
@@ -270,8 +270,11 @@ class GuardedClient:
     async def fetch_json(
         self, url: str, *, signed: bool = True, accept: str = AP_ACCEPT
     ) -> tuple[str, dict[str, Any]]:
-        """(final URL after redirects, JSON object) without the id check: for callers that prove authority."""
-        resp = await self._follow(url, {"Accept": accept}, signed)
+        """(final URL after redirects, JSON object) without the id check: for callers that prove authority.
+
+        Redirects are followed on the origin of `url` only (see _follow), so the final URL is on it too.
+        """
+        resp = await self._follow(url, {"Accept": accept}, signed, own_origin=True)
         if not 200 <= resp.status < 300:
             raise FetchError(
                 f"HTTP {resp.status} from {resp.url}", http_status=resp.status,
@@ -292,6 +295,8 @@ class GuardedClient:
         """Fetch an ActivityStreams document whose "id" is the URL it came from (Mastodon's rule).
 
         Only a fragment may differ: otherwise anyone able to serve JSON somewhere could speak for any id.
+        After a redirect (on `url`'s origin only, see fetch_json) the id must be the final URL: the caller
+        gets that document under its own id, never as `url`'s.
         """
         final, doc = await self.fetch_json(url, signed=signed, accept=accept)
         doc_id = doc.get("id")
@@ -347,8 +352,9 @@ class Resolver:
             cache.popitem(last=False)
 
     def _store(self, actor: RemoteActor) -> RemoteActor:
+        """Cache an actor (its document was served from its own id) and its key, if the key is on its origin."""
         self._put(self._actors, actor.id, actor)
-        if actor.public_key_id and actor.public_key_pem:
+        if actor.public_key_id and actor.public_key_pem and same_origin(actor.public_key_id, actor.id):
             self._put(self._keys, actor.public_key_id, (actor.id, actor.public_key_pem))
         return actor
 
@@ -358,6 +364,10 @@ class Resolver:
             actor = parse_actor(doc)
         except ValueError as exc:
             raise FetchError(f"{actor_id} is not a usable actor: {exc}") from exc
+        if actor.id != actor_id:
+            # Even a same-origin redirect (or an id differing by a fragment) names someone else: never cache
+            # another actor's document under this id (it would be shown and stored as this one's).
+            raise FetchError(f"{actor_id} answered with the actor document of {actor.id}")
         return self._store(actor)
 
     def _done(self, key: tuple[str, str, bool], task: asyncio.Future[Any]) -> None:
@@ -395,11 +405,10 @@ class Resolver:
         return await self._shared(("key", key_id, refresh), lambda: self._fetch_key(key_id, refresh))
 
     async def _fetch_key(self, key_id: str, refresh: bool) -> tuple[str, str]:
-        key_host = authority_of(key_id)
-        final, doc = await self.client.fetch_json(key_id)
+        final, doc = await self.client.fetch_json(key_id)  # redirects stay on the key's origin
         doc_id = doc.get("id")
-        if not isinstance(doc_id, str) or authority_of(doc_id) != key_host:
-            raise FetchError(f"key document for {key_id} has no id on {key_host}")
+        if not isinstance(doc_id, str) or not same_origin(doc_id, key_id):
+            raise FetchError(f"key document for {key_id} has no id on the key's origin")
         if "publicKey" in doc and _defrag(doc_id) == final:
             # Mastodon & co: the keyId is the actor URL plus "#main-key"; this doc is the actor itself.
             try:
@@ -410,19 +419,22 @@ class Resolver:
             # A standalone key with "owner", or GoToSocial's ".../main-key" answering a minimal Person
             # whose id is the actor: neither is authoritative, so the owner's own document must list the key.
             owner = doc.get("owner") if "publicKeyPem" in doc else doc_id
-            if not isinstance(owner, str) or authority_of(owner) != key_host:
-                raise FetchError(f"key {key_id} has no owner on {key_host}")
+            if not isinstance(owner, str) or not same_origin(owner, key_id):
+                raise FetchError(f"key {key_id} has no owner on the key's origin")
             actor = await self._actor_with_key(owner, key_id, refresh)
         if actor.public_key_id != key_id or not actor.public_key_pem:
             raise FetchError(f"actor {actor.id} does not publish key {key_id}")
-        if authority_of(actor.id) != key_host:
-            raise FetchError(f"key {key_id} and its owner {actor.id} are on different hosts")
+        if not same_origin(actor.id, key_id):
+            raise FetchError(f"key {key_id} and its owner {actor.id} are on different origins")
         result = (actor.id, actor.public_key_pem)
         self._put(self._keys, key_id, result)
         return result
 
     async def fetch_object(self, url: str) -> dict[str, Any]:
-        """A remote object (e.g. a reply's parent, for thread completion), from its own origin."""
+        """A remote object (e.g. a reply's parent, for thread completion), from its own origin.
+
+        Its id may differ from `url` only after a redirect on `url`'s origin; callers check what it claims.
+        """
         return await self.client.get_json(url)
 
     def forget(self, actor_id: str) -> None:

@@ -333,8 +333,12 @@ class RemoteInstance:
         now: datetime | None = None,
         content_type: str = "application/activity+json",
         key_id: str | None = None,
+        host: str | None = None,
     ) -> tuple[int, str]:
         """POST `activity` signed as `account` would sign it; returns (status, response text).
+
+        host: sign for and send this Host header (a public name in front of the listening port, or a
+        hostile replay of a request signed for another server); None means the URL's own authority.
 
         tamper: "body" (change a byte after signing), "digest" (wrong Digest, body intact), "signature"
         (flip signature bytes), "unsigned" (no Signature header), "date" (Date two hours old, signed),
@@ -348,11 +352,12 @@ class RemoteInstance:
         kid = key_id or account.key_id
         if tamper == "keyid":
             kid = "http://127.0.0.2:1/users/mallory#main-key"
+        signed_url = url if host is None else urlsplit(url)._replace(netloc=host).geturl()
         if scheme == "rfc9421":
-            headers = sign_request("POST", url, {"Content-Type": content_type}, body, account.private_key, kid,
-                                   when, scheme="rfc9421")
+            headers = sign_request("POST", signed_url, {"Content-Type": content_type}, body, account.private_key,
+                                   kid, when, scheme="rfc9421")
         else:
-            headers = self.sign_cavage(account, url, body, when, algorithm=algorithm, key_id=kid,
+            headers = self.sign_cavage(account, signed_url, body, when, algorithm=algorithm, key_id=kid,
                                        content_type=content_type, host=("evil.example" if tamper == "host" else None))
         if tamper == "body":
             body = body.rstrip()[:-1] + b',"x":1}' if body.rstrip().endswith(b"}") else body + b" "
@@ -365,6 +370,8 @@ class RemoteInstance:
         elif callable(tamper):
             headers, body = tamper(headers, body)
         headers.pop("Host", None)  # aiohttp sends the right one; "host" tamper signed another value
+        if host is not None:
+            headers["Host"] = host
         headers["Content-Length"] = str(len(body))
         async with self._session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.text()

@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
+from ..config import Settings
 from ..errors import (
     BadRequest,
     FedibridgeError,
@@ -32,12 +33,12 @@ from ..errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from ..hosts import authority_of, same_origin
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
 from ..queue import host_of
-from ..resolver import authority_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
@@ -59,7 +60,7 @@ WRITER = web.AppKey("inbox_writer", InboxWriter)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
-_authority = lru_cache(maxsize=4096)(authority_of)
+_same_origin = lru_cache(maxsize=4096)(same_origin)
 _host = lru_cache(maxsize=4096)(host_of)
 # host_of's netloc for an http(s) URL, without urlsplit's cost: activity ids are new on every request.
 # (urlsplit also drops tabs and newlines; this keeps them, so such an id never matches: the safe side.)
@@ -200,8 +201,9 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
     if not key_id.startswith(("https://", "http://")):
         raise Unauthorized("keyId is not an http(s) URL")
-    if _authority(key_id) != _authority(actor_id):
-        raise Unauthorized(f"keyId host {_authority(key_id)} is not the actor's host {_authority(actor_id)}")
+    if not _same_origin(key_id, actor_id):
+        raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
+    _check_signed_host(request)
     window = timedelta(seconds=request.app[SETTINGS].signature_window)
     reason = ""
     for refresh in (False, True):
@@ -212,20 +214,38 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
                 return None
             after = f" (after: {reason})" if reason else ""
             raise Unauthorized(f"cannot fetch key {key_id}: {exc}{after}") from None
+        if owner != actor_id:
+            # The signer is the actor: a key of /users/mallory never speaks for /users/alice, same host or not.
+            raise Unauthorized(f"key {key_id} belongs to {owner}, not to the actor {actor_id}")
         try:
             public_key = load_public_key(pem)
         except ValueError:
             raise Unauthorized(f"key {key_id} is not a usable RSA public key") from None
         result = verify_request(request.method, request.raw_path, request.headers, body, public_key, utcnow(), window)
         if result.ok:
-            # Same host, not same actor: Mastodon relays and instance actors sign for their own server.
-            if owner != actor_id and _authority(owner) != _authority(actor_id):
-                raise Unauthorized(f"key owner {owner} may not speak for {actor_id}")
             return owner
         reason = result.reason
         if not reason.startswith("signature mismatch"):
             break  # only a mismatch can be cured by a fresh key (rotation); a stale Date cannot
     raise Unauthorized(f"signature verification failed: {reason}")
+
+
+@lru_cache(maxsize=8)
+def _our_authorities(base_url: str, domain: str) -> frozenset[str]:
+    """"host:port" values a request signed for us may carry: base_url's, and the handle domain's if set."""
+    scheme = base_url.split("://", 1)[0]
+    found = {authority_of(base_url), authority_of(f"{scheme}://{domain}") if domain else ""}
+    return frozenset(a for a in found if a)
+
+
+def _check_signed_host(request: web.Request) -> None:
+    """The Host the signature covers must be ours: a request signed for another server (its host, its inbox's
+    request-target) must not be replayed here. Both schemes take the signed host from this header."""
+    settings: Settings = request.app[SETTINGS]
+    scheme = settings.base_url.split("://", 1)[0]
+    host = request.headers.get("Host", "")
+    if authority_of(f"{scheme}://{host}") not in _our_authorities(settings.base_url, settings.domain):
+        raise Unauthorized(f"request is signed for host {host[:100]!r}, not for this server")
 
 
 async def _gone_actor_delete(request: web.Request, activity: dict[str, Any], exc: FetchError) -> bool:
