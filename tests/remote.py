@@ -122,6 +122,7 @@ class RemoteInstance:
     verify_signatures: bool = True
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)  # URLs answering 410 Gone
+    redirects: dict[str, str] = field(default_factory=dict)  # URL -> Location of a 302 (hostile servers)
     received: list[Received] = field(default_factory=list)
     inbox_status: InboxStatus = 202
     accounts: dict[str, RemoteAccount] = field(default_factory=dict)
@@ -259,6 +260,8 @@ class RemoteInstance:
             return await self._inbox(request)
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
+        if url in self.redirects:
+            raise web.HTTPFound(self.redirects[url])
         if url in self.gone:
             return web.json_response({"error": "Gone"}, status=410)
         doc = self.objects.get(url)
