@@ -442,3 +442,8 @@ class Resolver:
         self._actors.pop(actor_id, None)
         for key_id in [k for k, (_, (owner, _pem)) in self._keys.items() if owner == actor_id]:
             del self._keys[key_id]
+
+    def forget_all(self) -> None:
+        """Drop every cached actor and key: when this process may have missed another's "forget"."""
+        self._actors.clear()
+        self._keys.clear()

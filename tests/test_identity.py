@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -212,3 +214,34 @@ async def test_follower_update_moving_its_inbox_to_a_third_party_is_ignored(
     async with bridge.store.connect() as conn:
         follower = (await conn.execute(select(followers))).one()
     assert (follower.inbox, follower.shared_inbox) == (mallory.inbox, attacker.shared_inbox)
+
+
+# --- identity caches give one answer in every process -----------------------------------------------
+
+
+async def test_a_key_replaced_by_the_actor_is_refused_by_every_web_process(
+        make_bridge: BridgeFactory, database_url: str, victim: RemoteInstance) -> None:
+    """Two `--role web` processes on one PostgreSQL: Alice replaces her (stolen) key and announces it to one;
+    the other, which cached the old key, must stop accepting it too instead of trusting its cache for a day."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("several processes share one database only on PostgreSQL")
+    first = await make_bridge(role="web")
+    second = await make_bridge(role="web", base_url=first.settings.base_url)
+    alice = victim.add_actor("alice")
+    assert (await send(first, victim, alice, victim.follow(alice, first.actor)))[0] == 202  # caches her key
+    stolen = replace(alice, private_key=alice.private_key)
+    victim.rotate_key(alice, new_key())
+    status, text = await victim.send(alice, f"{listening(second)}/inbox", victim.actor_update(alice),
+                                     host=urlsplit(first.url).netloc)
+    assert status == 202, text
+
+    async def refused() -> bool:
+        status, _ = await send(first, victim, stolen, victim.follow(alice, first.actor))
+        return status == 401
+
+    await wait_for(refused, timeout=5, interval=0.2)
+
+
+def listening(bridge: Bridge) -> str:
+    host, port = bridge.runner.addresses[0][:2]
+    return f"http://{host}:{port}"

@@ -42,6 +42,7 @@ from ..queue import host_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
+from ..wakeup import announce_identity
 from .common import AP_TYPES
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,23 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     ))
     if not stored:
         return "duplicate", "already received"
+    if activity["type"] in ("Update", "Delete") and ref_id(activity.get("object")) == actor_id:
+        await _identity_changed(app, actor_id)
     app[PULSE].accepted += 1
     wake = app.get(WAKE)
     if wake is not None:
         wake.set()
     return "accepted", "accepted"
+
+
+async def _identity_changed(app: web.Application, actor_id: str) -> None:
+    """The actor's own document changed or is gone: no process may keep answering with the old one (its key
+    above all), so forget it here and tell the others (PostgreSQL; with SQLite this is the only process)."""
+    app[RESOLVER].forget(actor_id)
+    store = app[STORE]
+    if store.is_postgres:
+        async with store.begin() as conn:
+            await announce_identity(conn, actor_id)
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
