@@ -143,13 +143,14 @@ async def test_a_delete_of_someone_elses_note_is_refused_even_when_embedded(
 # --- the signed Host must be ours ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["cavage", "rfc9421"])
+@pytest.mark.parametrize(("scheme", "host"), [("cavage", "other.example"), ("rfc9421", "other.example"),
+                                              ("cavage", "other.example@{ours}")])
 async def test_request_signed_for_another_server_is_refused(
-        bridge: Bridge, victim: RemoteInstance, scheme: str) -> None:
+        bridge: Bridge, victim: RemoteInstance, scheme: str, host: str) -> None:
     """A request Alice signed for other.example's /inbox, replayed here with its Host, is not ours."""
     alice = victim.add_actor("alice")
     status, text = await send(bridge, victim, alice, victim.follow(alice, bridge.actor), scheme=scheme,
-                              host="other.example")
+                              host=host.format(ours=urlsplit(bridge.url).netloc))
     assert status == 401, text
     assert "signed for host" in json.loads(text)["error"]
     async with bridge.store.connect() as conn:

@@ -257,7 +257,8 @@ def _check_signed_host(request: web.Request) -> None:
     settings: Settings = request.app[SETTINGS]
     scheme = settings.base_url.split("://", 1)[0]
     host = request.headers.get("Host", "")
-    if authority_of(f"{scheme}://{host}") not in _our_authorities(settings.base_url, settings.domain):
+    ours = not any(c in host for c in "@/\\?#")  # a bare host[:port]; "x@ours" would parse as ours
+    if not ours or authority_of(f"{scheme}://{host}") not in _our_authorities(settings.base_url, settings.domain):
         raise Unauthorized(f"request is signed for host {host[:100]!r}, not for this server")
 
 
