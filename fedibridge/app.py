@@ -19,7 +19,8 @@ from aiohttp import web
 from .config import Settings
 from .keys import KeyPair, ensure_admin_token, ensure_keypair
 from .metrics import Metrics
-from .resolver import GuardedClient, Resolver, Signer
+from .remote_actors import Resolver
+from .resolver import GuardedClient, Signer
 from .store import Store
 from .vocab import Site
 
