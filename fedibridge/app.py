@@ -19,7 +19,8 @@ from .config import Settings
 from .keys import KeyPair, ensure_admin_token, ensure_keypair
 from .logsafe import logger, register_secret
 from .metrics import Metrics
-from .resolver import GuardedClient, Resolver, Signer
+from .remote_actors import Resolver
+from .resolver import GuardedClient, Signer
 from .store import Store
 from .vocab import Site
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     app[BLOCK_CACHE] = {}
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_identity_sync)
     if role in ("all", "web"):
         setup_routes(app)
     if role in ("all", "worker"):
@@ -135,6 +137,17 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     app[RESOLVER] = Resolver(client)
     yield
     await client.close()
+
+
+async def _identity_sync(app: web.Application) -> AsyncIterator[None]:
+    """Every role caches remote actors and keys: on PostgreSQL each process hears which ones to forget."""
+    from .wakeup import listen_identity
+
+    resolver = app[RESOLVER]
+    task = asyncio.create_task(listen_identity(app, resolver.forget, resolver.forget_all), name="identity-listen")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def _background_jobs(app: web.Application) -> AsyncIterator[None]:

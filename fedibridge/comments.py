@@ -24,12 +24,12 @@ from .app import CLIENT, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from .comment_views import comment_from_row, comment_json, find_article, get_comment, select_comments
 from .config import Settings
 from .errors import FetchError
+from .hosts import authority_of, same_origin
 from .logsafe import logger
 from .models import Author, Comment
 from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
 from .queue import insert_ignore
 from .reactions import on_react, on_undo
-from .resolver import authority_of
 from .store import utcnow
 from .tables import articles, comments, reactions
 
@@ -122,7 +122,7 @@ async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> Remote
     if isinstance(obj, list):
         obj = obj[0] if obj else None
     if isinstance(obj, str):
-        if authority_of(obj) != authority_of(actor_id):
+        if not same_origin(obj, actor_id):
             raise Refused(f"object {obj} is not on the sender's server")
         try:
             obj = await app[RESOLVER].fetch_object(obj)  # by id only: its own origin is the authority
@@ -139,7 +139,7 @@ async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> Remote
         return None
     if note.attributed_to != actor_id:
         raise Refused(f"{note.id} is attributed to {note.attributed_to}, not to the sender {actor_id}")
-    if authority_of(note.id) != authority_of(actor_id):
+    if not same_origin(note.id, actor_id):
         raise Refused(f"{note.id} is not on the sender's server")
     return note
 
@@ -333,9 +333,14 @@ async def _refresh_author(app: web.Application, actor_id: str) -> str | None:
 
 async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
     """Delete of a comment by its author erases it; Delete of the actor itself erases all it said."""
-    object_id = ref_id(activity.get("object"))
+    obj = activity.get("object")
+    object_id = ref_id(obj)
     if not object_id:
         return None
+    claimed = ref_id(obj.get("attributedTo")) if isinstance(obj, dict) else None
+    if claimed is not None and claimed != actor_id:
+        log.warning("Delete of %s by %s refused: attributed to %s", object_id, actor_id, claimed)
+        return "comment_refused"
     settings, now = app[SETTINGS], utcnow()
     async with app[STORE].begin() as conn:
         if object_id == actor_id:

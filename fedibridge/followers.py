@@ -22,9 +22,10 @@ from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .app import RESOLVER, SITE, STORE
+from .hosts import same_origin
 from .logsafe import logger
 from .models import Follower
-from .objects import ACTOR_TYPES, as_list, ref_id
+from .objects import ACTOR_TYPES, RemoteActor, as_list, ref_id
 from .queue import enqueue_to_inboxes, insert_ignore
 from .store import Store, count, keyset_after, utcnow
 from .tables import activities, followers
@@ -41,6 +42,10 @@ async def on_follow(app: web.Application, activity: dict[str, Any], actor_id: st
     if ref_id(activity.get("object")) != site.actor_id:
         return "not_for_us"
     actor = await app[RESOLVER].actor(actor_id)
+    inbox, shared = own_inboxes(actor)
+    if inbox is None:
+        log.warning("Follow from %s refused: its inbox %s is not on its server", actor_id, actor.inbox)
+        return "follow_refused"
     follow_id = ref_id(activity.get("id"))
     now = utcnow()
     follow = {**activity, "actor": actor_id}
@@ -49,13 +54,24 @@ async def on_follow(app: web.Application, activity: dict[str, Any], actor_id: st
     key = "accept-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
     accept = accept_follow(site, follow, key)
     async with app[STORE].begin() as conn:
-        existed = await _upsert(conn, actor_id, actor.handle, actor.inbox, actor.shared_inbox, follow_id, now)
+        existed = await _upsert(conn, actor_id, actor.handle, inbox, shared, follow_id, now)
         await conn.execute(insert_ignore(conn, activities).values(
             key=key, type="Accept", object_id=follow_id, payload=accept, in_outbox=False, published=now))
         row_id = (await conn.execute(select(activities.c.id).where(activities.c.key == key))).scalar_one()
-        await enqueue_to_inboxes(conn, row_id, [actor.inbox], now)
+        await enqueue_to_inboxes(conn, row_id, [inbox], now)
     log.info("%s follower %s", "re-accepted" if existed else "new", actor_id)
     return "reaccepted" if existed else "followed"
+
+
+def own_inboxes(actor: RemoteActor) -> tuple[str | None, str | None]:
+    """(inbox, shared inbox) of an actor, each only if on the actor's own origin (else None).
+
+    An actor document could name any URL as its inbox; we would then sign and send our activities to a
+    third party on that actor's word. A foreign sharedInbox is dropped (the personal inbox still works).
+    """
+    inbox = actor.inbox if same_origin(actor.inbox, actor.id) else None
+    shared = actor.shared_inbox if actor.shared_inbox and same_origin(actor.shared_inbox, actor.id) else None
+    return inbox, shared
 
 
 async def _upsert(
@@ -111,9 +127,13 @@ async def on_update(app: web.Application, activity: dict[str, Any], actor_id: st
     if known is None:
         return "actor_forgotten"
     actor = await resolver.actor(actor_id, refresh=True)  # the embedded copy is not proof: fetch from origin
+    inbox, shared = own_inboxes(actor)
+    if inbox is None:
+        log.warning("Update of follower %s ignored: its new inbox %s is not on its server", actor_id, actor.inbox)
+        return "follower_refused"
     async with app[STORE].begin() as conn:
         await conn.execute(update(followers).where(followers.c.actor_id == actor_id).values(
-            handle=actor.handle, inbox=actor.inbox, shared_inbox=actor.shared_inbox))
+            handle=actor.handle, inbox=inbox, shared_inbox=shared))
     return "follower_refreshed"
 
 

@@ -211,14 +211,18 @@ class RemoteActor:
 
 
 def _public_key(doc: dict[str, Any], actor_id: str) -> tuple[str | None, str | None]:
-    """(key id, PEM) from ``publicKey``: an object, a list of them (Friendica, Misskey), or an id."""
+    """(key id, PEM) from ``publicKey``: an object, a list of them (Friendica, Misskey), or an id.
+
+    Only a key whose ``owner`` is this actor (or unstated, inside the actor's own document) is its key: an
+    actor document listing someone else's key must not make that key speak for this actor, nor the reverse.
+    """
     keys = as_list(doc.get("publicKey"))
     objects = [k for k in keys if isinstance(k, dict) and isinstance(k.get("publicKeyPem"), str)]
     for key in objects:
         if ref_id(key.get("owner")) in (None, actor_id):
             return ref_id(key), key["publicKeyPem"]
     if objects:
-        return ref_id(objects[0]), objects[0]["publicKeyPem"]
+        return None, None
     return ref_id(keys), None
 
 

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import moderation
 from .app import SETTINGS, SITE, STORE
 from .comment_views import author_json, comment_from_row, find_article
+from .hosts import same_origin
 from .models import Author
 from .objects import ref_id
 from .queue import insert_ignore
-from .resolver import authority_of
 from .store import utcnow
 from .tables import comments, reactions
 
@@ -53,7 +53,7 @@ async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str
     activity_id, object_id = ref_id(activity.get("id")), ref_id(activity.get("object"))
     if kind is None or not activity_id or not object_id:
         return None
-    if authority_of(activity_id) != authority_of(actor_id):
+    if not same_origin(activity_id, actor_id):
         return "reaction_refused"
     settings = app[SETTINGS]
     async with app[STORE].begin() as conn:

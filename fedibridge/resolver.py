@@ -1,4 +1,4 @@
-"""The only outbound HTTP path of fedibridge: a guarded client and the remote actor/key cache.
+"""The only outbound HTTP path of fedibridge: a guarded client (the actor/key cache is remote_actors.py).
 
 Every URL we fetch comes from strangers (actor ids, key ids, inReplyTo links, inboxes), so one place
 enforces what may be contacted (public addresses only, checked after DNS and on every redirect),
@@ -7,15 +7,14 @@ how long and how much we read, and how requests are signed.
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urldefrag
 
 import aiohttp
@@ -25,9 +24,8 @@ from yarl import URL
 
 from . import remote_json
 from .errors import FetchError
-from .hosts import normalise_host
+from .hosts import normalise_host, same_origin
 from .netguard import BlockedAddress, GuardedResolver, is_noncanonical_ipv4, is_public_address
-from .objects import RemoteActor, parse_actor
 from .signatures import sign_request
 from .store import utcnow
 
@@ -36,7 +34,6 @@ Scheme = Literal["cavage", "rfc9421"]
 AP_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_HOSTS = 10_000
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -54,17 +51,8 @@ class Response:
     url: str = ""  # final URL, after redirects
 
 
-def _defrag(url: str) -> str:
+def defrag(url: str) -> str:
     return urldefrag(url)[0]
-
-
-def authority_of(url: str) -> str:
-    """Lower-case "host:port" of a URL ('' when it has none): a key and its owner must share it."""
-    try:
-        parsed = URL(url)
-    except ValueError:
-        return ""
-    return f"{parsed.host}:{parsed.port}".lower() if parsed.host else ""
 
 
 MAX_RETRY_AFTER = 86_400.0  # a Retry-After beyond a day is not believed
@@ -246,9 +234,15 @@ class GuardedClient:
             self._remember(host, scheme)
         return resp
 
-    async def _follow(self, url: str, headers: Mapping[str, str], signed: bool, method: str = "GET") -> Response:
-        """GET (or HEAD) following at most max_redirects redirects, each target checked again by the guard."""
-        current = _defrag(url)
+    async def _follow(
+        self, url: str, headers: Mapping[str, str], signed: bool, method: str = "GET", *, own_origin: bool = False
+    ) -> Response:
+        """GET (or HEAD) following at most max_redirects redirects, each target checked again by the guard.
+
+        own_origin: a redirect leaving the origin of `url` is refused. Identity documents need it: a server may
+        move its own documents around, but a redirect must never make another server answer for `url`.
+        """
+        current = defrag(url)
         for hop in range(self._max_redirects + 1):
             # HEAD is not strict: its Content-Length describes a body that never comes, whatever its size.
             resp = await self._request(method, current, headers, None, signed=signed, strict=method == "GET")
@@ -263,7 +257,9 @@ class GuardedClient:
                 raise FetchError(f"bad redirect Location {location!r}") from exc
             if URL(current).scheme == "https" and target.scheme == "http":
                 raise FetchError(f"refusing redirect from https to http: {target}")
-            current = _defrag(str(target))
+            if own_origin and not same_origin(str(target), url):
+                raise FetchError(f"refusing redirect of {defrag(url)} to another origin: {target}")
+            current = defrag(str(target))
         raise AssertionError("unreachable")
 
     async def get(
@@ -279,8 +275,11 @@ class GuardedClient:
     async def fetch_json(
         self, url: str, *, signed: bool = True, accept: str = AP_ACCEPT
     ) -> tuple[str, dict[str, Any]]:
-        """(final URL after redirects, JSON object) without the id check: for callers that prove authority."""
-        resp = await self._follow(url, {"Accept": accept}, signed)
+        """(final URL after redirects, JSON object) without the id check: for callers that prove authority.
+
+        Redirects are followed on the origin of `url` only (see _follow), so the final URL is on it too.
+        """
+        resp = await self._follow(url, {"Accept": accept}, signed, own_origin=True)
         if not 200 <= resp.status < 300:
             raise FetchError(
                 f"HTTP {resp.status} from {resp.url}", http_status=resp.status,
@@ -301,12 +300,14 @@ class GuardedClient:
         """Fetch an ActivityStreams document whose "id" is the URL it came from (Mastodon's rule).
 
         Only a fragment may differ: otherwise anyone able to serve JSON somewhere could speak for any id.
+        After a redirect (on `url`'s origin only, see fetch_json) the id must be the final URL: the caller
+        gets that document under its own id, never as `url`'s.
         """
         final, doc = await self.fetch_json(url, signed=signed, accept=accept)
         doc_id = doc.get("id")
         if not isinstance(doc_id, str):
             raise FetchError(f"document at {final} has no id")
-        if _defrag(doc_id) != final:
+        if defrag(doc_id) != final:
             raise FetchError(f"document id {doc_id} does not match the URL it came from ({final})")
         return doc
 
@@ -322,120 +323,3 @@ class GuardedClient:
         """Signed POST; redirects are not followed and HTTP statuses are returned, not raised."""
         all_headers = {**(headers or {}), "Content-Type": content_type}
         return await self._request("POST", url, all_headers, body, signed=signed, strict=False)
-
-
-class Resolver:
-    """Remote actors and keys, cached with a TTL; concurrent misses for one actor share one fetch."""
-
-    def __init__(
-        self,
-        client: GuardedClient,
-        ttl: timedelta = timedelta(hours=24),
-        max_entries: int = 10_000,
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
-        self.client = client
-        self._ttl = ttl
-        self._max_entries = max_entries
-        self._clock = clock
-        self._actors: OrderedDict[str, tuple[datetime, RemoteActor]] = OrderedDict()
-        self._keys: OrderedDict[str, tuple[datetime, tuple[str, str]]] = OrderedDict()
-        self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
-
-    def _get(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str) -> _T | None:
-        entry = cache.get(key)
-        if entry is None or entry[0] <= self._clock():
-            return None
-        cache.move_to_end(key)
-        return entry[1]
-
-    def _put(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str, value: _T) -> None:
-        cache[key] = (self._clock() + self._ttl, value)
-        cache.move_to_end(key)
-        while len(cache) > self._max_entries:
-            cache.popitem(last=False)
-
-    def _store(self, actor: RemoteActor) -> RemoteActor:
-        self._put(self._actors, actor.id, actor)
-        if actor.public_key_id and actor.public_key_pem:
-            self._put(self._keys, actor.public_key_id, (actor.id, actor.public_key_pem))
-        return actor
-
-    async def _fetch_actor(self, actor_id: str) -> RemoteActor:
-        doc = await self.client.get_json(actor_id)
-        try:
-            actor = parse_actor(doc)
-        except ValueError as exc:
-            raise FetchError(f"{actor_id} is not a usable actor: {exc}") from exc
-        return self._store(actor)
-
-    def _done(self, key: tuple[str, str, bool], task: asyncio.Future[Any]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here, so a failure nobody awaited is not logged as lost
-
-    async def _shared(self, key: tuple[str, str, bool], fetch: Callable[[], Awaitable[_T]]) -> _T:
-        """One fetch per (kind, URL, refresh) at a time: a burst of activities from a new server waits for
-        one GET of its actor instead of sending one each."""
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(fetch())
-            self._inflight[key] = task
-            task.add_done_callback(lambda t: self._done(key, t))
-        # shield: one caller giving up must not cancel the fetch the others wait for
-        return await asyncio.shield(task)
-
-    async def actor(self, actor_id: str, *, refresh: bool = False) -> RemoteActor:
-        if not refresh and (cached := self._get(self._actors, actor_id)) is not None:
-            return cached
-        return await self._shared(("actor", actor_id, refresh), lambda: self._fetch_actor(actor_id))
-
-    async def _actor_with_key(self, owner: str, key_id: str, refresh: bool) -> RemoteActor:
-        actor = await self.actor(owner, refresh=refresh)
-        if actor.public_key_id != key_id and not refresh:
-            actor = await self.actor(owner, refresh=True)  # cached copy may predate a key rotation
-        return actor
-
-    async def key(self, key_id: str, *, refresh: bool = False) -> tuple[str, str]:
-        """(owner actor id, public key PEM) for a signature keyId, proven by the owner's own document."""
-        if not refresh and (cached := self._get(self._keys, key_id)) is not None:
-            return cached
-        return await self._shared(("key", key_id, refresh), lambda: self._fetch_key(key_id, refresh))
-
-    async def _fetch_key(self, key_id: str, refresh: bool) -> tuple[str, str]:
-        key_host = authority_of(key_id)
-        final, doc = await self.client.fetch_json(key_id)
-        doc_id = doc.get("id")
-        if not isinstance(doc_id, str) or authority_of(doc_id) != key_host:
-            raise FetchError(f"key document for {key_id} has no id on {key_host}")
-        if "publicKey" in doc and _defrag(doc_id) == final:
-            # Mastodon & co: the keyId is the actor URL plus "#main-key"; this doc is the actor itself.
-            try:
-                actor = self._store(parse_actor(doc))
-            except ValueError as exc:
-                raise FetchError(f"{doc_id} is not a usable actor: {exc}") from exc
-        else:
-            # A standalone key with "owner", or GoToSocial's ".../main-key" answering a minimal Person
-            # whose id is the actor: neither is authoritative, so the owner's own document must list the key.
-            owner = doc.get("owner") if "publicKeyPem" in doc else doc_id
-            if not isinstance(owner, str) or authority_of(owner) != key_host:
-                raise FetchError(f"key {key_id} has no owner on {key_host}")
-            actor = await self._actor_with_key(owner, key_id, refresh)
-        if actor.public_key_id != key_id or not actor.public_key_pem:
-            raise FetchError(f"actor {actor.id} does not publish key {key_id}")
-        if authority_of(actor.id) != key_host:
-            raise FetchError(f"key {key_id} and its owner {actor.id} are on different hosts")
-        result = (actor.id, actor.public_key_pem)
-        self._put(self._keys, key_id, result)
-        return result
-
-    async def fetch_object(self, url: str) -> dict[str, Any]:
-        """A remote object (e.g. a reply's parent, for thread completion), from its own origin."""
-        return await self.client.get_json(url)
-
-    def forget(self, actor_id: str) -> None:
-        """Drop an actor and its keys (after its Update or Delete) so the next use refetches."""
-        self._actors.pop(actor_id, None)
-        for key_id in [k for k, (_, (owner, _pem)) in self._keys.items() if owner == actor_id]:
-            del self._keys[key_id]

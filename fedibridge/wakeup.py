@@ -1,16 +1,21 @@
-"""Wake-ups across processes: PostgreSQL LISTEN/NOTIFY on one channel, the 1 s poll as the fallback.
+"""Wake-ups across processes: PostgreSQL LISTEN/NOTIFY, the 1 s poll as the fallback.
 
 A web process that enqueues deliveries (or stores inbox activities) calls `announce(conn)` inside the
 transaction that wrote the rows; PostgreSQL sends the notification at commit, so a worker never wakes
 before the rows are visible. Workers run `listen(app, event)`, which sets their wake-up event on every
 notification. Nothing depends on it: a lost notification (listener reconnecting, SQLite) only means
 the work is found by the next poll.
+
+A second channel keeps the identity caches (remote actors and keys, one per process) giving one answer:
+when an actor's own Update or Delete arrives, `announce_identity` tells every process to forget it.
+There a lost notification matters, so every (re)connection of that listener clears the whole cache.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 CHANNEL = "fedibridge_work"
+IDENTITY_CHANNEL = "fedibridge_identity"
 RECONNECT_SECONDS = 5.0
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+_NOTIFY_IDENTITY = text(f"SELECT pg_notify('{IDENTITY_CHANNEL}', :actor)")
+_MAX_PAYLOAD = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 
 async def announce(conn: AsyncConnection) -> None:
@@ -34,8 +42,28 @@ def asyncpg_dsn(engine_url: Any) -> str:
     return str(engine_url.set(drivername="postgresql").render_as_string(hide_password=False))
 
 
+async def announce_identity(conn: AsyncConnection, actor_id: str) -> bool:
+    """Queue "forget this actor" for every process, at commit; False when it cannot be sent (SQLite: one process)."""
+    if conn.dialect.name != "postgresql" or len(actor_id.encode()) > _MAX_PAYLOAD:
+        return False
+    await conn.execute(_NOTIFY_IDENTITY, {"actor": actor_id})
+    return True
+
+
 async def listen(app: web.Application, event: asyncio.Event) -> None:
     """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough)."""
+    await _listen(app, CHANNEL, lambda _payload: event.set(), event.set)
+
+
+async def listen_identity(app: web.Application, forget: Callable[[str], None], forget_all: Callable[[], None]) -> None:
+    """Forever: `forget(actor_id)` on each identity notification; `forget_all()` on every (re)connection, since
+    what was announced while we were not listening is lost. Returns at once on SQLite."""
+    await _listen(app, IDENTITY_CHANNEL, forget, forget_all)
+
+
+async def _listen(
+    app: web.Application, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None]
+) -> None:
     import asyncpg
 
     from .app import STORE
@@ -45,16 +73,16 @@ async def listen(app: web.Application, event: asyncio.Event) -> None:
         return
     dsn = asyncpg_dsn(store.engine.url)
 
-    def wake(*_: Any) -> None:
-        event.set()
+    def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        on_payload(payload)
 
     while True:
         conn = None
         try:
             # A dedicated connection, not one of the pool's: LISTEN lives as long as the connection.
             conn = await asyncpg.connect(dsn)
-            await conn.add_listener(CHANNEL, wake)
-            event.set()  # notifications sent while we were not listening are lost: look once
+            await conn.add_listener(channel, received)
+            on_connect()  # notifications sent while we were not listening are lost: catch up once
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             await lost.wait()
@@ -62,7 +90,7 @@ async def listen(app: web.Application, event: asyncio.Event) -> None:
         except asyncio.CancelledError:
             raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot LISTEN %s (%s); polling, retrying in %.0f s", CHANNEL, exc, RECONNECT_SECONDS)
+            log.warning("cannot LISTEN %s (%s); polling, retrying in %.0f s", channel, exc, RECONNECT_SECONDS)
         finally:
             if conn is not None and not conn.is_closed():
                 await asyncio.shield(conn.close(timeout=2))

@@ -130,6 +130,7 @@ class RemoteInstance:
     verify_signatures: bool = True
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)  # URLs answering 410 Gone
+    redirects: dict[str, str] = field(default_factory=dict)  # URL -> Location of a 302 (hostile servers)
     received: list[Received] = field(default_factory=list)
     inbox_status: InboxStatus = 202
     accounts: dict[str, RemoteAccount] = field(default_factory=dict)
@@ -267,6 +268,8 @@ class RemoteInstance:
             return await self._inbox(request)
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
+        if url in self.redirects:
+            raise web.HTTPFound(self.redirects[url])
         if url in self.gone:
             return web.json_response({"error": "Gone"}, status=410)
         doc = self.objects.get(url)
@@ -340,8 +343,12 @@ class RemoteInstance:
         now: datetime | None = None,
         content_type: str = "application/activity+json",
         key_id: str | None = None,
+        host: str | None = None,
     ) -> tuple[int, str]:
         """POST `activity` signed as `account` would sign it; returns (status, response text).
+
+        host: sign for and send this Host header (a public name in front of the listening port, or a
+        hostile replay of a request signed for another server); None means the URL's own authority.
 
         tamper: "body" (change a byte after signing), "digest" (wrong Digest, body intact), "signature"
         (flip signature bytes), "unsigned" (no Signature header), "date" (Date two hours old, signed),
@@ -355,11 +362,12 @@ class RemoteInstance:
         kid = key_id or account.key_id
         if tamper == "keyid":
             kid = "http://127.0.0.2:1/users/mallory#main-key"
+        signed_url = url if host is None else urlsplit(url)._replace(netloc=host).geturl()
         if scheme == "rfc9421":
-            headers = sign_request("POST", url, {"Content-Type": content_type}, body, account.private_key, kid,
-                                   when, scheme="rfc9421")
+            headers = sign_request("POST", signed_url, {"Content-Type": content_type}, body, account.private_key,
+                                   kid, when, scheme="rfc9421")
         else:
-            headers = self.sign_cavage(account, url, body, when, algorithm=algorithm, key_id=kid,
+            headers = self.sign_cavage(account, signed_url, body, when, algorithm=algorithm, key_id=kid,
                                        content_type=content_type, host=("evil.example" if tamper == "host" else None))
         if tamper == "body":
             body = body.rstrip()[:-1] + b',"x":1}' if body.rstrip().endswith(b"}") else body + b" "
@@ -372,6 +380,8 @@ class RemoteInstance:
         elif callable(tamper):
             headers, body = tamper(headers, body)
         headers.pop("Host", None)  # aiohttp sends the right one; "host" tamper signed another value
+        if host is not None:
+            headers["Host"] = host
         headers["Content-Length"] = str(len(body))
         async with self._session.post(url, data=body, headers=headers) as resp:
             return resp.status, await resp.text()

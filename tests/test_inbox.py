@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import func, select
@@ -272,16 +273,17 @@ async def test_delete_of_gone_actor_is_accepted_when_known(make_bridge: BridgeFa
     remote.remove_actor(alice)
     remote.remove_actor(bob)
     shared = listening(bridge) + "/inbox"
-    status, text = await remote.send(alice, shared, remote.actor_delete(alice))
+    public = urlsplit(bridge.settings.base_url).netloc  # as a proxy in front of the new port would pass it on
+    status, text = await remote.send(alice, shared, remote.actor_delete(alice), host=public)
     assert status == 202, text
     await wait_for(lambda: _not(is_follower(bridge, alice)))
     # Bob was never known here: 202 (so his server stops retrying) but nothing stored.
     before = await n_rows(bridge, inbox_items)
-    status, text = await remote.send(bob, shared, remote.actor_delete(bob))
+    status, text = await remote.send(bob, shared, remote.actor_delete(bob), host=public)
     assert status == 202, text
     assert await n_rows(bridge, inbox_items) == before
     # A gone actor cannot send anything else unverified.
-    status, _ = await remote.send(bob, shared, remote.follow(bob, bridge.actor))
+    status, _ = await remote.send(bob, shared, remote.follow(bob, bridge.actor), host=public)
     assert status == 401
 
 

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fedibridge.errors import FetchError
 from fedibridge.netguard import is_public_address
-from fedibridge.resolver import GuardedClient, Resolver, Signer
+from fedibridge.remote_actors import Resolver
+from fedibridge.resolver import GuardedClient, Signer
 from fedibridge.signatures import load_public_key, verify_request
 
 UA = "fedibridge/0.1.0 (+https://blog.example.org/fediverse)"
@@ -592,3 +593,79 @@ async def test_deeply_nested_documents_are_refused_not_recursed(serve: Serve, si
         # A document of ordinary depth is read as before: the cap is not in the way of real ones.
         shallow = await resolver.actor(f"{base}/users/shallow")
         assert shallow.url == f"{base}/@shallow"
+
+
+# -- identity: a redirect never changes who someone is ---------------------------------------------------
+
+
+async def test_identity_fetches_never_follow_a_redirect_to_another_origin(
+    serve: Serve, client: GuardedClient, remote_key: rsa.RSAPrivateKey
+) -> None:
+    """An attacker's actor, key, note and collection URLs redirect to a victim's real documents."""
+    pem = pem_of(remote_key)
+
+    async def note(request: web.Request) -> web.Response:
+        base = base_of(request)
+        return ap_response({"id": f"{base}/notes/1", "type": "Note", "attributedTo": f"{base}/users/alice"})
+
+    async def collection(request: web.Request) -> web.Response:
+        return ap_response({"id": f"{base_of(request)}/users/alice/followers", "type": "OrderedCollection",
+                            "totalItems": 3})
+
+    victim, _ = await serve([web.get("/notes/1", note), web.get("/users/alice/followers", collection)]
+                            + instance_routes(pem, [0.0]))
+    to_victim = {"/users/mallory": "/users/alice", "/notes/9": "/notes/1",
+                 "/users/mallory/followers": "/users/alice/followers", "/feed": "/users/alice"}
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(victim.make_url(to_victim[request.path])))
+
+    attacker, _ = await serve([web.get(path, redirect) for path in to_victim])
+    resolver = Resolver(client)
+    for path in ("/users/mallory", "/notes/9", "/users/mallory/followers"):
+        with pytest.raises(FetchError, match="another origin"):
+            await client.get_json(str(attacker.make_url(path)))
+    with pytest.raises(FetchError, match="another origin"):
+        await resolver.actor(str(attacker.make_url("/users/mallory")))
+    with pytest.raises(FetchError, match="another origin"):
+        await resolver.key(str(attacker.make_url("/users/mallory")) + "#main-key")
+    with pytest.raises(FetchError, match="another origin"):
+        await resolver.fetch_object(str(attacker.make_url("/notes/9")))
+    # Plain GETs (feeds, pages) still follow redirects anywhere public: only identity is at stake above.
+    assert (await client.get(str(attacker.make_url("/feed")))).status == 200
+
+
+async def test_an_actor_is_accepted_only_under_its_own_id(
+    serve: Serve, client: GuardedClient, remote_key: rsa.RSAPrivateKey
+) -> None:
+    """Same origin, moved: the document is Alice's and is accepted as Alice's, never as /users/old's."""
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("/users/alice")
+
+    server, _ = await serve([web.get("/users/old", moved)] + instance_routes(pem_of(remote_key), [0.0]))
+    old, alice = str(server.make_url("/users/old")), str(server.make_url("/users/alice"))
+    assert (await client.get_json(old))["id"] == alice  # a same-origin move keeps the document's own id
+    resolver = Resolver(client)
+    with pytest.raises(FetchError, match="answered with the actor document of"):
+        await resolver.actor(old)
+    with pytest.raises(FetchError):
+        await resolver.key(old + "#main-key")  # /users/alice does not list /users/old#main-key
+    assert (await resolver.actor(alice)).id == alice
+
+
+async def test_an_actor_listing_someone_elses_key_does_not_own_it(
+    serve: Serve, client: GuardedClient, remote_key: rsa.RSAPrivateKey
+) -> None:
+    """Eve's document lists a key whose owner is Alice: it is neither Eve's key nor, by Eve's word, Alice's."""
+    pem = pem_of(remote_key)
+
+    async def eve(request: web.Request) -> web.Response:
+        doc = mastodon_actor(base_of(request), "eve", pem)
+        doc["publicKey"]["owner"] = f"{base_of(request)}/users/alice"
+        return ap_response(doc)
+
+    server, _ = await serve([web.get("/users/eve", eve)] + instance_routes(pem, [0.0]))
+    eve_id = str(server.make_url("/users/eve"))
+    with pytest.raises(FetchError, match="does not publish key"):
+        await Resolver(client).key(f"{eve_id}#main-key")
+    assert (await Resolver(client).actor(eve_id)).public_key_pem is None

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from .. import remote_json
 from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
+from ..config import Settings
 from ..errors import (
     BadRequest,
     FedibridgeError,
@@ -31,16 +32,16 @@ from ..errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from ..hosts import netloc_of
+from ..hosts import authority_of, netloc_of, same_origin
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
 from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
-from ..resolver import authority_of
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
+from ..wakeup import announce_identity
 from .common import AP_TYPES
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
@@ -59,7 +60,7 @@ WRITER = web.AppKey("inbox_writer", InboxWriter)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
-_authority = lru_cache(maxsize=4096)(authority_of)
+_same_origin = lru_cache(maxsize=4096)(same_origin)
 # The netloc of an http(s) URL, without urlsplit's cost: activity ids are new on every request. Compared with
 # the actor's normalised netloc; an id spelled otherwise (case, trailing dot…) only falls back to the body hash.
 # (urlsplit also drops tabs and newlines; this keeps them, so such an id never matches: the safe side.)
@@ -134,11 +135,23 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     ))
     if not stored:
         return "duplicate", "already received"
+    if activity["type"] in ("Update", "Delete") and ref_id(activity.get("object")) == actor_id:
+        await _identity_changed(app, actor_id)
     app[PULSE].accepted += 1
     wake = app.get(WAKE)
     if wake is not None:
         wake.set()
     return "accepted", "accepted"
+
+
+async def _identity_changed(app: web.Application, actor_id: str) -> None:
+    """The actor's own document changed or is gone: no process may keep answering with the old one (its key
+    above all), so forget it here and tell the others (PostgreSQL; with SQLite this is the only process)."""
+    app[RESOLVER].forget(actor_id)
+    store = app[STORE]
+    if store.is_postgres:
+        async with store.begin() as conn:
+            await announce_identity(conn, actor_id)
 
 
 async def _read_capped(request: web.Request, limit: int) -> bytes:
@@ -200,8 +213,9 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
     if not key_id.startswith(("https://", "http://")):
         raise Unauthorized("keyId is not an http(s) URL")
-    if _authority(key_id) != _authority(actor_id):
-        raise Unauthorized(f"keyId host {_authority(key_id)} is not the actor's host {_authority(actor_id)}")
+    if not _same_origin(key_id, actor_id):
+        raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
+    _check_signed_host(request)
     window = timedelta(seconds=request.app[SETTINGS].signature_window)
     reason = ""
     for refresh in (False, True):
@@ -212,20 +226,39 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
                 return None
             after = f" (after: {reason})" if reason else ""
             raise Unauthorized(f"cannot fetch key {key_id}: {exc}{after}") from None
+        if owner != actor_id:
+            # The signer is the actor: a key of /users/mallory never speaks for /users/alice, same host or not.
+            raise Unauthorized(f"key {key_id} belongs to {owner}, not to the actor {actor_id}")
         try:
             public_key = load_public_key(pem)
         except ValueError:
             raise Unauthorized(f"key {key_id} is not a usable RSA public key") from None
         result = verify_request(request.method, request.raw_path, request.headers, body, public_key, utcnow(), window)
         if result.ok:
-            # Same host, not same actor: Mastodon relays and instance actors sign for their own server.
-            if owner != actor_id and _authority(owner) != _authority(actor_id):
-                raise Unauthorized(f"key owner {owner} may not speak for {actor_id}")
             return owner
         reason = result.reason
         if not reason.startswith("signature mismatch"):
             break  # only a mismatch can be cured by a fresh key (rotation); a stale Date cannot
     raise Unauthorized(f"signature verification failed: {reason}")
+
+
+@lru_cache(maxsize=8)
+def _our_authorities(base_url: str, domain: str) -> frozenset[str]:
+    """"host:port" values a request signed for us may carry: base_url's, and the handle domain's if set."""
+    scheme = base_url.split("://", 1)[0]
+    found = {authority_of(base_url), authority_of(f"{scheme}://{domain}") if domain else ""}
+    return frozenset(a for a in found if a)
+
+
+def _check_signed_host(request: web.Request) -> None:
+    """The Host the signature covers must be ours: a request signed for another server (its host, its inbox's
+    request-target) must not be replayed here. Both schemes take the signed host from this header."""
+    settings: Settings = request.app[SETTINGS]
+    scheme = settings.base_url.split("://", 1)[0]
+    host = request.headers.get("Host", "")
+    ours = not any(c in host for c in "@/\\?#")  # a bare host[:port]; "x@ours" would parse as ours
+    if not ours or authority_of(f"{scheme}://{host}") not in _our_authorities(settings.base_url, settings.domain):
+        raise Unauthorized(f"request is signed for host {host[:100]!r}, not for this server")
 
 
 async def _gone_actor_delete(request: web.Request, activity: dict[str, Any], exc: FetchError) -> bool:

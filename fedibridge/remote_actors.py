@@ -1,0 +1,151 @@
+"""The remote actor and key cache: who a keyId belongs to and what an actor's document says, proven by origin.
+
+Every process (web verifying signatures, workers showing comment authors and delivering) holds one; a cached
+mapping is only ever one an actor's own document vouched for (see README, Security › Identity), and
+wakeup.listen_identity makes the processes forget an actor together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from .errors import FetchError
+from .hosts import same_origin
+from .objects import RemoteActor, parse_actor
+from .resolver import GuardedClient, defrag
+from .store import utcnow
+
+_T = TypeVar("_T")
+
+
+class Resolver:
+    """Remote actors and keys, cached with a TTL; concurrent misses for one actor share one fetch."""
+
+    def __init__(
+        self,
+        client: GuardedClient,
+        ttl: timedelta = timedelta(hours=24),
+        max_entries: int = 10_000,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.client = client
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._actors: OrderedDict[str, tuple[datetime, RemoteActor]] = OrderedDict()
+        self._keys: OrderedDict[str, tuple[datetime, tuple[str, str]]] = OrderedDict()
+        self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
+
+    def _get(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str) -> _T | None:
+        entry = cache.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        cache.move_to_end(key)
+        return entry[1]
+
+    def _put(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str, value: _T) -> None:
+        cache[key] = (self._clock() + self._ttl, value)
+        cache.move_to_end(key)
+        while len(cache) > self._max_entries:
+            cache.popitem(last=False)
+
+    def _store(self, actor: RemoteActor) -> RemoteActor:
+        """Cache an actor (its document was served from its own id) and its key, if the key is on its origin."""
+        self._put(self._actors, actor.id, actor)
+        if actor.public_key_id and actor.public_key_pem and same_origin(actor.public_key_id, actor.id):
+            self._put(self._keys, actor.public_key_id, (actor.id, actor.public_key_pem))
+        return actor
+
+    async def _fetch_actor(self, actor_id: str) -> RemoteActor:
+        doc = await self.client.get_json(actor_id)
+        try:
+            actor = parse_actor(doc)
+        except ValueError as exc:
+            raise FetchError(f"{actor_id} is not a usable actor: {exc}") from exc
+        if actor.id != actor_id:
+            # Even a same-origin redirect (or an id differing by a fragment) names someone else: never cache
+            # another actor's document under this id (it would be shown and stored as this one's).
+            raise FetchError(f"{actor_id} answered with the actor document of {actor.id}")
+        return self._store(actor)
+
+    def _done(self, key: tuple[str, str, bool], task: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a failure nobody awaited is not logged as lost
+
+    async def _shared(self, key: tuple[str, str, bool], fetch: Callable[[], Awaitable[_T]]) -> _T:
+        """One fetch per (kind, URL, refresh) at a time: a burst of activities from a new server waits for
+        one GET of its actor instead of sending one each."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fetch())
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        # shield: one caller giving up must not cancel the fetch the others wait for
+        return await asyncio.shield(task)
+
+    async def actor(self, actor_id: str, *, refresh: bool = False) -> RemoteActor:
+        if not refresh and (cached := self._get(self._actors, actor_id)) is not None:
+            return cached
+        return await self._shared(("actor", actor_id, refresh), lambda: self._fetch_actor(actor_id))
+
+    async def _actor_with_key(self, owner: str, key_id: str, refresh: bool) -> RemoteActor:
+        actor = await self.actor(owner, refresh=refresh)
+        if actor.public_key_id != key_id and not refresh:
+            actor = await self.actor(owner, refresh=True)  # cached copy may predate a key rotation
+        return actor
+
+    async def key(self, key_id: str, *, refresh: bool = False) -> tuple[str, str]:
+        """(owner actor id, public key PEM) for a signature keyId, proven by the owner's own document."""
+        if not refresh and (cached := self._get(self._keys, key_id)) is not None:
+            return cached
+        return await self._shared(("key", key_id, refresh), lambda: self._fetch_key(key_id, refresh))
+
+    async def _fetch_key(self, key_id: str, refresh: bool) -> tuple[str, str]:
+        final, doc = await self.client.fetch_json(key_id)  # redirects stay on the key's origin
+        doc_id = doc.get("id")
+        if not isinstance(doc_id, str) or not same_origin(doc_id, key_id):
+            raise FetchError(f"key document for {key_id} has no id on the key's origin")
+        if "publicKey" in doc and defrag(doc_id) == final:
+            # Mastodon & co: the keyId is the actor URL plus "#main-key"; this doc is the actor itself.
+            try:
+                actor = self._store(parse_actor(doc))
+            except ValueError as exc:
+                raise FetchError(f"{doc_id} is not a usable actor: {exc}") from exc
+        else:
+            # A standalone key with "owner", or GoToSocial's ".../main-key" answering a minimal Person
+            # whose id is the actor: neither is authoritative, so the owner's own document must list the key.
+            owner = doc.get("owner") if "publicKeyPem" in doc else doc_id
+            if not isinstance(owner, str) or not same_origin(owner, key_id):
+                raise FetchError(f"key {key_id} has no owner on the key's origin")
+            actor = await self._actor_with_key(owner, key_id, refresh)
+        if actor.public_key_id != key_id or not actor.public_key_pem:
+            raise FetchError(f"actor {actor.id} does not publish key {key_id}")
+        if not same_origin(actor.id, key_id):
+            raise FetchError(f"key {key_id} and its owner {actor.id} are on different origins")
+        result = (actor.id, actor.public_key_pem)
+        self._put(self._keys, key_id, result)
+        return result
+
+    async def fetch_object(self, url: str) -> dict[str, Any]:
+        """A remote object (e.g. a reply's parent, for thread completion), from its own origin.
+
+        Its id may differ from `url` only after a redirect on `url`'s origin; callers check what it claims.
+        """
+        return await self.client.get_json(url)
+
+    def forget(self, actor_id: str) -> None:
+        """Drop an actor and its keys (after its Update or Delete) so the next use refetches."""
+        self._actors.pop(actor_id, None)
+        for key_id in [k for k, (_, (owner, _pem)) in self._keys.items() if owner == actor_id]:
+            del self._keys[key_id]
+
+    def forget_all(self) -> None:
+        """Drop every cached actor and key: when this process may have missed another's "forget"."""
+        self._actors.clear()
+        self._keys.clear()
