@@ -19,7 +19,7 @@ from .errors import ConfigError
 
 ENV_PREFIX = "FEDIBRIDGE_"
 # FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
-NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL"}
+NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL", "TEST_SQLITE_MAX_PAGES"}
 MODERATION_MODES = ("known", "open", "hold")
 
 
@@ -64,6 +64,7 @@ class Settings:
     delivery_lease_seconds: int = 300  # a worker's claim on a delivery row; others take it over after this
     domain_unavailable_days: int = 7
     fetch_timeout: float = 10.0
+    health_grace_seconds: int = 30  # a task failing this long (database away…) makes /healthz answer 503
     # comments
     moderation: str = "known"
     blocked_domains: list[str] = field(default_factory=list)
@@ -190,7 +191,7 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",
                  "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes",
-                 "delivery_lease_seconds"):
+                 "delivery_lease_seconds", "health_grace_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
     if s.webhook_url and not s.webhook_secret:

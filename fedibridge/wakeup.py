@@ -34,16 +34,21 @@ def asyncpg_dsn(engine_url: Any) -> str:
     return str(engine_url.set(drivername="postgresql").render_as_string(hide_password=False))
 
 
-async def listen(app: web.Application, event: asyncio.Event) -> None:
-    """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough)."""
+async def listen(app: web.Application, event: asyncio.Event, name: str = "listen") -> None:
+    """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough).
+
+    Reconnects with backoff when the connection drops; reports to the app's Health as `name`.
+    """
     import asyncpg
 
-    from .app import STORE
+    from .app import HEALTH, STORE
+    from .health import Backoff, describe
 
-    store = app[STORE]
+    store, health = app[STORE], app[HEALTH]
     if not store.is_postgres:
         return
     dsn = asyncpg_dsn(store.engine.url)
+    retry = Backoff(cap=RECONNECT_SECONDS)
 
     def wake(*_: Any) -> None:
         event.set()
@@ -52,18 +57,22 @@ async def listen(app: web.Application, event: asyncio.Event) -> None:
         conn = None
         try:
             # A dedicated connection, not one of the pool's: LISTEN lives as long as the connection.
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(dsn, timeout=RECONNECT_SECONDS)
             await conn.add_listener(CHANNEL, wake)
             event.set()  # notifications sent while we were not listening are lost: look once
+            health.ok(name)
+            retry.reset()
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             await lost.wait()
             log.warning("LISTEN connection lost; polling until it is back")
+            health.failing(name, "LISTEN connection lost")
         except asyncio.CancelledError:
             raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot LISTEN %s (%s); polling, retrying in %.0f s", CHANNEL, exc, RECONNECT_SECONDS)
+            health.failing(name, exc)
+            log.warning("cannot LISTEN %s (%s); polling, retrying", CHANNEL, describe(exc))
         finally:
             if conn is not None and not conn.is_closed():
                 await asyncio.shield(conn.close(timeout=2))
-        await asyncio.sleep(RECONNECT_SECONDS)
+        await asyncio.sleep(retry.next())

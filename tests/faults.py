@@ -1,0 +1,125 @@
+"""Test doubles for an operator's bad day: a TCP proxy in front of PostgreSQL that can be cut and restored,
+and a steady stream of signed replies that records what every request was answered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aiohttp
+
+from .conftest import free_port
+from .remote import RemoteAccount, RemoteInstance
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to a target; `stop()` closes the listener and aborts every connection (what
+    a stopped PostgreSQL or a cut network looks like to its clients), `start()` listens on the same port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
+
+
+@dataclass
+class Answer:
+    status: int  # 0: no HTTP answer (connection refused or reset, client timeout)
+    elapsed: float
+    retry_after: str | None
+    note_id: str
+    at: float  # monotonic time the request started
+
+
+@dataclass
+class ReplyStream:
+    """Signed Mastodon-shaped replies to one article, about `rate` a second, each request on its own."""
+
+    remote: RemoteInstance
+    account: RemoteAccount
+    inbox: str
+    article_id: str
+    rate: float = 30.0
+    timeout: float = 20.0
+    answers: list[Answer] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    def accepted(self) -> list[Answer]:
+        return [a for a in self.answers if a.status == 202]
+
+    def since(self, t: float) -> list[Answer]:
+        return [a for a in self.answers if a.at >= t]
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http:
+            n = 0
+            while True:
+                n += 1
+                task = asyncio.create_task(self.send_one(http, n))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+                await asyncio.sleep(1 / self.rate)
+
+    async def send_one(self, http: aiohttp.ClientSession, n: int) -> Answer:
+        note = self.remote.note(self.account, f"<p>Réponse nº {n} « pendant la panne » ⚡</p>",
+                                in_reply_to=self.article_id)
+        body = json.dumps(self.remote.create(self.account, note), ensure_ascii=False).encode()
+        headers = self.remote.sign_cavage(self.account, self.inbox, body, datetime.now(UTC))
+        headers.pop("Host", None)
+        started = time.monotonic()
+        try:
+            async with http.post(self.inbox, data=body, headers=headers) as resp:
+                await resp.read()
+                answer = Answer(resp.status, time.monotonic() - started, resp.headers.get("Retry-After"),
+                                note["id"], started)
+        except (aiohttp.ClientError, TimeoutError):
+            answer = Answer(0, time.monotonic() - started, None, note["id"], started)
+        self.answers.append(answer)
+        return answer
