@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 
-from .conftest import free_port
+from .conftest import free_port, wait_for
 from .remote import RemoteAccount, RemoteInstance
 
 
@@ -123,3 +126,36 @@ class ReplyStream:
             answer = Answer(0, time.monotonic() - started, None, note["id"], started)
         self.answers.append(answer)
         return answer
+
+
+def serve_env(tmp_path: Path, key_pem: bytes, database_url: str, port: int, token: str) -> dict[str, str]:
+    """The environment of a real `fedibridge serve` on 127.0.0.1:port (this run's settings only)."""
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "private.pem").write_bytes(key_pem)
+    (keys / "private.pem").chmod(0o600)
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("FEDIBRIDGE_")},
+            "FEDIBRIDGE_BASE_URL": f"http://127.0.0.1:{port}", "FEDIBRIDGE_PORT": str(port),
+            "FEDIBRIDGE_DATABASE_URL": database_url, "FEDIBRIDGE_KEYS_DIR": str(keys),
+            "FEDIBRIDGE_ADMIN_TOKEN": token, "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "true",
+            "FEDIBRIDGE_MODERATION": "open", "FEDIBRIDGE_LOG_LEVEL": "warning"}
+
+
+async def serve(tmp_path: Path, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
+    """Start `python -m fedibridge serve` and wait until /healthz answers 200."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "fedibridge", "serve", cwd=tmp_path, env=env,
+        stdout=log.open("ab"), stderr=asyncio.subprocess.STDOUT)
+    url = f"http://127.0.0.1:{env['FEDIBRIDGE_PORT']}/healthz"
+
+    async def up() -> bool:
+        if proc.returncode is not None:
+            raise AssertionError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            async with aiohttp.ClientSession() as s, s.get(url) as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(up, 30, 0.1)
+    return proc
