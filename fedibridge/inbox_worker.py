@@ -29,6 +29,7 @@ BUSY_PAUSE = 0.2  # at least this many seconds the worker steps aside after a ba
 QUIET = 0.05  # role all: handling starts once the inbox has accepted nothing for this long…
 MAX_DEFER = 2.0  # …or after this many seconds of continuous load, so a sustained stream still progresses
 BUSY_SHARE = 9  # …and 9× the batch's own time: under load, handling gets about a tenth of the event loop
+MAX_PAUSE = 3.0  # …but never more than this many seconds
 
 
 @dataclass
@@ -97,7 +98,9 @@ async def _loop(app: web.Application, wake: asyncio.Event) -> None:
             if handled:
                 if pulse is not None and pulse.accepted != seen:
                     spent = asyncio.get_running_loop().time() - started
-                    await asyncio.sleep(max(BUSY_PAUSE, BUSY_SHARE * spent))  # one batch per pause: never starves
+                    # one batch per pause: never starves; capped, as a batch slowed by a database outage
+                    # (or reconnecting after one) would otherwise park handling for half a minute
+                    await asyncio.sleep(min(MAX_PAUSE, max(BUSY_PAUSE, BUSY_SHARE * spent)))
                 continue
             await wait_event(wake, POLL_SECONDS)
     except asyncio.CancelledError:

@@ -22,7 +22,7 @@ from .store import wait_event
 log = logging.getLogger(__name__)
 MAX_BATCH = 200  # rows a transaction; 200 x 9 parameters stays far below SQLite's 32766
 TASK = "inbox-writer"  # its name in /healthz
-STORE_TIMEOUT = 10.0  # seconds a request waits for its batch before answering 503 (a hung database)
+STORE_TIMEOUT = 8.0  # seconds a request waits for its batch before answering 503 (a hung database)
 RETRY_AFTER = 10  # seconds, in the 503's Retry-After: about when a reconnect will have been tried again
 CHECKPOINT_ROWS = 2000  # SQLite: a PASSIVE checkpoint once a burst of this many rows has gone quiet
 
@@ -66,7 +66,7 @@ class InboxWriter:
 
     async def add(self, row: Row) -> bool:
         if self._closed:
-            raise StorageUnavailable("shutting down", retry_after=RETRY_AFTER)
+            raise StorageUnavailable("inbox writer is closed (shutting down)", retry_after=RETRY_AFTER)
         if not self._started:
             await self.start()
         if self._down is not None and asyncio.get_running_loop().time() < self._retry_at:

@@ -82,17 +82,22 @@ class ReplyStream:
     timeout: float = 20.0
     answers: list[Answer] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
+    _http: aiohttp.ClientSession | None = None
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        self._task = asyncio.create_task(self._run(self._http))
 
     async def stop(self) -> None:
+        """Stop sending; requests already sent still get their answer (or their timeout)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
 
     def accepted(self) -> list[Answer]:
         return [a for a in self.answers if a.status == 202]
@@ -100,15 +105,14 @@ class ReplyStream:
     def since(self, t: float) -> list[Answer]:
         return [a for a in self.answers if a.at >= t]
 
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as http:
-            n = 0
-            while True:
-                n += 1
-                task = asyncio.create_task(self.send_one(http, n))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-                await asyncio.sleep(1 / self.rate)
+    async def _run(self, http: aiohttp.ClientSession) -> None:
+        n = 0
+        while True:
+            n += 1
+            task = asyncio.create_task(self.send_one(http, n))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            await asyncio.sleep(1 / self.rate)
 
     async def send_one(self, http: aiohttp.ClientSession, n: int) -> Answer:
         note = self.remote.note(self.account, f"<p>Réponse nº {n} « pendant la panne » ⚡</p>",

@@ -59,7 +59,7 @@ class _Outcome(Exception):
 
 WRITER = web.AppKey("inbox_writer", InboxWriter)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
-BLOCKS_TIMEOUT = 5.0  # seconds a snapshot refresh may take before the database counts as unavailable
+BLOCKS_TIMEOUT = 2.0  # seconds a snapshot refresh may take before the database counts as unavailable
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
 _authority = lru_cache(maxsize=4096)(authority_of)
