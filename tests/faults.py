@@ -86,7 +86,9 @@ class ReplyStream:
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
 
     def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        # No connection limit: a request's time is the server's, not a wait for a free client connection.
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                           connector=aiohttp.TCPConnector(limit=0))
         self._task = asyncio.create_task(self._run(self._http))
 
     async def stop(self) -> None:
