@@ -16,6 +16,7 @@ from typing import Literal
 from aiohttp import web
 
 from .config import Settings
+from .health import Health
 from .keys import KeyPair, ensure_admin_token, ensure_keypair
 from .logsafe import logger, register_secret
 from .metrics import Metrics
@@ -41,6 +42,8 @@ WORKER_ID = web.AppKey("worker_id", str)
 JOBS = web.AppKey("jobs", list)
 # Snapshot of the blocklists the inbox checks on every request; cleared when an admin changes blocks.
 BLOCK_CACHE = web.AppKey("block_cache", dict)
+# Long-lived tasks report here; /healthz answers 503 naming any failing for longer than the grace.
+HEALTH = web.AppKey("health", Health)
 
 JobFactory = Callable[[web.Application], Awaitable[None]]
 
@@ -93,6 +96,7 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     app[WORKER_ID] = f"{socket.gethostname()}:{os.getpid()}:{id(app):x}"
     app[JOBS] = []
     app[BLOCK_CACHE] = {}
+    app[HEALTH] = Health(grace=settings.health_grace_seconds)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_identity_sync)
@@ -171,6 +175,7 @@ async def _supervise(app: web.Application, name: str, job: JobFactory) -> None:
             return
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("background job %s crashed; restarting in 5 s", name)
+            app[HEALTH].failing(name, exc)
             await asyncio.sleep(5)

@@ -20,7 +20,7 @@ from .hosts import host_of
 
 ENV_PREFIX = "FEDIBRIDGE_"
 # FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
-NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL"}
+NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL", "TEST_SQLITE_MAX_PAGES"}
 MODERATION_MODES = ("known", "open", "hold")
 
 
@@ -66,6 +66,7 @@ class Settings:
     domain_unavailable_days: int = 7
     fetch_timeout: float = 10.0
     inbox_retention_days: int = 7  # handled inbox rows are deleted after this many days
+    health_grace_seconds: int = 30  # a task failing this long (database away…) makes /healthz answer 503
     # comments
     moderation: str = "known"
     blocked_domains: list[str] = field(default_factory=list)
@@ -195,7 +196,8 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",
                  "signature_window", "max_inbox_bytes", "delivery_max_attempts", "max_article_bytes",
-                 "delivery_lease_seconds", "inbox_retention_days"):
+                 "delivery_lease_seconds", "inbox_retention_days",
+                 "health_grace_seconds"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
     if s.metrics_bind:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
 from .errors import FetchError
+from .health import Backoff, Health
 from .hosts import netloc_of
 from .logsafe import logger
 from .resolver import retry_after_seconds
@@ -43,7 +44,8 @@ BATCH = 200  # rows claimed per statement
 POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (notify() here, wakeup.announce elsewhere)
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
-SHUTDOWN_SECONDS = 10.0  # in-flight POSTs get this long to finish on shutdown
+SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (the whole stop: ≤ 10 s)
+TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 _T = TypeVar("_T")
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
@@ -116,8 +118,10 @@ class Worker:
     """One process's delivery loop; state is per app so tests can run several."""
 
     def __init__(
-        self, *, store: Store, client: Any, settings: Any, metrics: Any, worker_id: str
+        self, *, store: Store, client: Any, settings: Any, metrics: Any, worker_id: str,
+        health: Health | None = None,
     ) -> None:
+        self.health = health or Health()
         self.store = store
         self.client = client
         self.settings = settings
@@ -140,9 +144,23 @@ class Worker:
 
     # ------------------------------------------------------------------------------------ the loop
     async def run(self) -> None:
+        retry = Backoff()
         try:
             while True:
-                await self.step()
+                try:
+                    await self.step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the database is away (or a bug): keep trying, say so on /healthz
+                    if not self.health.is_failing(TASK):
+                        log.exception("delivery worker step failed; retrying")
+                    self.health.failing(TASK, exc)
+                    await asyncio.sleep(retry.next())
+                    continue
+                if self.health.is_failing(TASK):
+                    log.warning("delivery worker: working again")
+                self.health.ok(TASK)
+                retry.reset()
         except asyncio.CancelledError:
             await self.shutdown()
             raise
@@ -407,6 +425,7 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop claiming, let in-flight POSTs finish (bounded), record them, hand the rest back."""
         self.stopping = True
+        deadline = time.monotonic() + SHUTDOWN_SECONDS  # one budget for the whole stop, not one per wait
         if self.db_task is not None and not self.db_task.done():
             await asyncio.wait([self.db_task], timeout=SHUTDOWN_SECONDS)
         if self.db_task is not None and self.db_task.done() and not self.db_task.cancelled():
@@ -415,7 +434,7 @@ class Worker:
                 await self._release([r.id for r in result if r.id not in self.claimed])
         tasks = list(self.claimed.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_SECONDS)
+            done, pending = await asyncio.wait(tasks, timeout=max(0.1, deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -429,13 +448,13 @@ class Worker:
 
 async def run(app: web.Application) -> None:
     """The background job app.py starts for roles all/worker."""
-    from .app import CLIENT, METRICS, SETTINGS, STORE, WORKER_ID
+    from .app import CLIENT, HEALTH, METRICS, SETTINGS, STORE, WORKER_ID
     from .wakeup import listen
 
     worker = Worker(store=app[STORE], client=app[CLIENT], settings=app[SETTINGS], metrics=app[METRICS],
-                    worker_id=app[WORKER_ID])
+                    worker_id=app[WORKER_ID], health=app[HEALTH])
     _WAKE[app] = worker.wake
-    listener = asyncio.create_task(listen(app, worker.wake), name="delivery-listen")
+    listener = asyncio.create_task(listen(app, worker.wake, "delivery-listen"), name="delivery-listen")
     try:
         await worker.run()
     finally:

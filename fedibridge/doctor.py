@@ -19,7 +19,7 @@ def _bad(msg: str, fix: str) -> None:
 
 async def run_doctor(config_path: str | None) -> int:
     """Returns 0 when all is well, 1 when something needs fixing (2 for unusable config, via the CLI)."""
-    from .store import Store, head_revision
+    from .store import LOW_DISK_BYTES, Store, disk_free_bytes, head_revision
 
     problems = 0
     print("fedibridge doctor")
@@ -68,6 +68,13 @@ async def run_doctor(config_path: str | None) -> int:
                   "`fedibridge serve` applies migrations on start")
     finally:
         await store.close()
+    free = disk_free_bytes(settings.database_url)
+    if free is not None and free < LOW_DISK_BYTES:
+        problems += 1
+        _bad(f"only {free // 2**20} MiB free next to the database; when the disk is full the inbox answers 503",
+             "free disk space (old logs, backups) or move data/ to a larger disk")
+    elif free is not None:
+        _ok(f"{free // 2**20} MiB free next to the database")
     if settings.domain and settings.domain != settings.base_url.split("/")[2]:
         print(f"  note  handle domain {settings.domain} differs from base_url: forward /.well-known/webfinger, "
               f"/.well-known/host-meta and /.well-known/nodeinfo from https://{settings.domain} (README)")

@@ -54,3 +54,17 @@ class FetchError(FedibridgeError):
         super().__init__(message)
         self.http_status = http_status
         self.retry_after = retry_after
+
+
+class StorageUnavailable(FedibridgeError):
+    """The database cannot be reached or cannot store (full disk): nothing was stored, try again later.
+
+    Answered 503 with Retry-After: the HTTP meaning of "temporarily unable", which Mastodon and Fedify
+    honour when they re-send.
+    """
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 10) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import articles, remote_json
 from .enclosures import measure_images
 from .errors import BadRequest, FedibridgeError, FetchError, Gone
+from .health import Backoff, is_storage_outage
 from .logsafe import logger
 from .queue import insert_ignore
 from .sanitize import plain_text, text_to_html
@@ -36,6 +37,7 @@ from .vocab import Site, media_type
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 LEASE = "feed-poll"
+TASK = "feedsource"  # its name in /healthz (the job's name)
 TITLE_FALLBACK_CHARS = 80
 FEED_ACCEPT = ("application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "
                "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5")
@@ -341,17 +343,24 @@ async def poll_once(app: web.Application, source: str | None = None) -> PollResu
 
 async def run(app: web.Application) -> None:
     """Background job: poll while holding the lease, so one worker of many does it."""
-    from .app import SETTINGS, STORE, WORKER_ID
+    from .app import HEALTH, SETTINGS, STORE, WORKER_ID
 
     settings = app[SETTINGS]
     if not settings.source_feed:
         return
     interval = settings.feed_poll_interval
     ttl = timedelta(seconds=max(2 * interval, 60))
+    health, retry = app[HEALTH], Backoff(first=1.0, cap=30.0)
     while True:
         try:
             if await app[STORE].acquire_lease(LEASE, app[WORKER_ID], ttl):
                 await poll_once(app)
         except (FedibridgeError, SQLAlchemyError, OSError) as exc:
+            if is_storage_outage(exc):  # our database, not the feed: try again soon, not in `interval`
+                health.failing(TASK, exc)
+                await asyncio.sleep(retry.next())
+                continue
             log.warning("source feed %s: poll failed (%s); will retry in %d s", settings.source_feed, exc, interval)
+        health.ok(TASK)
+        retry.reset()
         await asyncio.sleep(interval)

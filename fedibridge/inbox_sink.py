@@ -34,12 +34,16 @@ from .wakeup import CHANNEL, asyncpg_dsn
 # What the inbox writes; the other columns keep their defaults (locked_until NULL, error NULL).
 COLUMNS = ("ap_id", "type", "actor", "key_owner", "payload", "received_at", "state", "attempts", "next_attempt_at")
 Row = dict[str, Any]  # COLUMNS → values; "payload" is already JSON text
+CONNECT_TIMEOUT = 5.0  # seconds to (re)connect to PostgreSQL before the batch fails as unavailable
+COMMAND_TIMEOUT = 8.0  # seconds one batch may take on PostgreSQL (a server that stopped answering)
 
 
 class _Sink(Protocol):
     def prepare(self, rows: list[Row]) -> Any: ...  # on the request loop (it holds the GIL anyway)
     def write(self, n: int, params: Any) -> set[str]: ...  # on the writer thread
+    def checkpoint(self, full: bool) -> None: ...  # SQLite: fold the WAL back; nothing on PostgreSQL
     def close(self) -> None: ...
+    def abort(self) -> None: ...  # drop a connection that failed, without waiting on it
 
 
 def _processors(dialect: Dialect) -> list[Any]:
@@ -78,8 +82,27 @@ class _SqliteSink:
             self._conn.rollback()
             raise
 
+    def checkpoint(self, full: bool) -> None:
+        """Copy the WAL into the database. PASSIVE after a burst (never waits on readers); TRUNCATE after
+        SQLITE_FULL, which also shrinks the WAL file to nothing so the space it took is free again."""
+        if not full:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return
+        # TRUNCATE holds the write lock while it waits for readers: wait briefly, never the usual 30 s.
+        self._conn.execute("PRAGMA busy_timeout=1000")
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            self._conn.execute("PRAGMA busy_timeout=30000")
+
     def close(self) -> None:
         self._conn.close()
+
+    def abort(self) -> None:
+        try:
+            self._conn.rollback()
+        finally:
+            self._conn.close()
 
 
 @lru_cache(maxsize=256)  # n <= intake.MAX_BATCH
@@ -100,7 +123,12 @@ class _PostgresSink:
     def __init__(self, database_url: str) -> None:
         self._loop = asyncio.new_event_loop()
         dsn = asyncpg_dsn(make_url(sqlalchemy_url(database_url)))
-        self._conn: asyncpg.Connection = self._loop.run_until_complete(asyncpg.connect(dsn))
+        try:  # bounded: an unreachable server must turn into a 503 soon, not a hung request
+            self._conn: asyncpg.Connection = self._loop.run_until_complete(
+                asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT))
+        except BaseException:
+            self._loop.close()
+            raise
         self._convert = list(zip(COLUMNS, _processors(_pg_dialect()), strict=True))
 
     def prepare(self, rows: list[Row]) -> list[list[Any]]:
@@ -116,9 +144,18 @@ class _PostgresSink:
                 await self._conn.execute("SELECT pg_notify($1, '')", CHANNEL)  # workers wake at commit
         return new
 
+    def checkpoint(self, full: bool) -> None:
+        pass
+
     def close(self) -> None:
         try:
-            self._loop.run_until_complete(self._conn.close())
+            self._loop.run_until_complete(self._conn.close(timeout=CONNECT_TIMEOUT))
+        finally:
+            self._loop.close()
+
+    def abort(self) -> None:
+        try:
+            self._conn.terminate()
         finally:
             self._loop.close()
 
@@ -147,8 +184,26 @@ class WriterThread:
 
     async def write(self, rows: list[Row]) -> set[str]:
         sink = self._sink
-        assert sink is not None, "WriterThread.start() first"
+        assert sink is not None, "WriterThread.start() or reopen() first"
         return await self._run(sink.write, len(rows), sink.prepare(rows))  # type: ignore[no-any-return]
+
+    @property
+    def connected(self) -> bool:
+        return self._sink is not None
+
+    async def reopen(self) -> None:
+        """Drop the current connection (it failed) and open a new one; raises while the database is away."""
+        old, self._sink = self._sink, None
+        if old is not None:
+            try:
+                await self._run(old.abort)
+            except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is gone either way
+                pass
+        self._sink = await self._run(self._open)
+
+    async def checkpoint(self, full: bool = False) -> None:
+        if self._sink is not None:
+            await self._run(self._sink.checkpoint, full)
 
     async def stop(self) -> None:
         try:

@@ -15,7 +15,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import and_, or_, select
 
-from .app import METRICS, STORE
+from .app import HEALTH, METRICS, STORE
+from .health import Backoff, describe, is_storage_outage
 from .logsafe import logger
 from .metrics import bounded
 from .objects import ref_id
@@ -50,6 +51,7 @@ BATCH = 20
 LEASE = timedelta(minutes=5)  # a claimed row not finished by then is considered abandoned
 MAX_ATTEMPTS = 5
 METRIC = "fedibridge_inbox_activities_total"
+TASK = "inbox_worker"  # its name in /healthz (the job's name)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -62,7 +64,7 @@ async def run(app: web.Application) -> None:
     from .wakeup import listen
 
     wake = app.get(WAKE) or asyncio.Event()  # worker role: no inbox route here, only NOTIFY wakes us
-    listener = asyncio.create_task(listen(app, wake), name="inbox-listen")
+    listener = asyncio.create_task(listen(app, wake, "inbox-listen"), name="inbox-listen")
     try:
         await _loop(app, wake)
     finally:
@@ -72,25 +74,44 @@ async def run(app: web.Application) -> None:
 
 async def _loop(app: web.Application, wake: asyncio.Event) -> None:
     pulse = app.get(PULSE)
-    while True:
-        if pulse is not None:
-            await _until_quiet(pulse)
-        wake.clear()
-        seen = pulse.accepted if pulse else 0
-        started = asyncio.get_running_loop().time()
-        try:
-            handled = await run_once(app)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("inbox worker pass failed")
-            handled = 0
-        if handled:
-            if pulse is not None and pulse.accepted != seen:
-                spent = asyncio.get_running_loop().time() - started
-                await asyncio.sleep(pause(spent))  # one batch per pause: never starves
-            continue
-        await wait_event(wake, POLL_SECONDS)
+    health = app[HEALTH]
+    retry = Backoff()
+    held: set[int] = set()  # rows this process claimed and has not finished or released
+    try:
+        while True:
+            if pulse is not None:
+                await _until_quiet(pulse)
+            wake.clear()
+            seen = pulse.accepted if pulse else 0
+            started = asyncio.get_running_loop().time()
+            try:
+                handled = await run_once(app, held)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away (or a bug): keep trying, say so on /healthz
+                if not health.is_failing(TASK):
+                    log.exception("inbox worker pass failed; retrying")
+                else:
+                    log.debug("inbox worker pass failed again: %s", describe(exc))
+                health.failing(TASK, exc)
+                await asyncio.sleep(retry.next())
+                continue
+            health.ok(TASK)
+            retry.reset()
+            if handled:
+                if pulse is not None and pulse.accepted != seen:
+                    spent = asyncio.get_running_loop().time() - started
+                    await asyncio.sleep(pause(spent))  # one batch per pause: never starves
+                continue
+            await wait_event(wake, POLL_SECONDS)
+    except asyncio.CancelledError:
+        if held:  # a graceful stop: hand back at once what we did not finish
+            try:
+                await asyncio.shield(asyncio.ensure_future(_release(app, held)))
+            except Exception as exc:  # noqa: BLE001 - their lease expires; nothing is lost
+                log.warning("could not release %d inbox items on stop (their lease will expire): %s",
+                            len(held), describe(exc))
+        raise
 
 
 def pause(spent: float) -> float:
@@ -114,19 +135,34 @@ async def _until_quiet(pulse: Pulse) -> None:
         seen = pulse.accepted
 
 
-async def run_once(app: web.Application) -> int:
+async def run_once(app: web.Application, held: set[int] | None = None) -> int:
     """Claim and handle one batch of due rows; returns how many were handled.
 
     Related activities run in arrival order (see `related`); unrelated ones run side by side,
     CONCURRENCY groups at a time, so an activity waiting on slow remotes delays only those tied to it.
+    `held` collects the ids claimed and not yet finished: when the database fails mid-batch (or the process
+    stops), they are released, on the next pass (or at once), instead of waiting out their lease.
     """
-    rows = await claim(app, utcnow())
+    held = set() if held is None else held
+    if held:
+        await _release(app, held)
+        held.clear()
+    claiming = asyncio.ensure_future(claim(app, utcnow()))
+    try:
+        rows = await asyncio.shield(claiming)  # a claim cut in half by a stop would leave rows leased
+    except asyncio.CancelledError:
+        await asyncio.wait([claiming])
+        if not claiming.cancelled() and claiming.exception() is None:
+            held.update(r.id for r in claiming.result())
+        raise
+    held.update(r.id for r in rows)
     slots = asyncio.Semaphore(CONCURRENCY)
 
     async def in_order(mine: list[Any]) -> None:
         async with slots:
             for row in mine:
                 await _handle(app, row)
+                held.discard(row.id)
 
     await asyncio.gather(*(in_order(mine) for mine in related(rows)))
     return len(rows)
@@ -167,6 +203,15 @@ def related(rows: list[Any]) -> list[list[Any]]:
     return list(groups.values())
 
 
+async def _release(app: web.Application, ids: set[int]) -> None:
+    """Put claimed rows back to pending now, lease cleared and the claim's attempt not counted, so the next
+    worker (or this one restarted) handles them within its poll, not when the 5-minute lease runs out."""
+    async with app[STORE].begin() as conn:
+        await conn.execute(inbox_items.update()
+                           .where(inbox_items.c.id.in_(sorted(ids)), inbox_items.c.state == "pending")
+                           .values(locked_until=None, attempts=inbox_items.c.attempts - 1))
+
+
 async def claim(app: web.Application, now: datetime, limit: int = BATCH) -> list[Any]:
     """Lease due pending rows to this process: one UPDATE … RETURNING over the oldest due rows
     (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's single writer makes the statement atomic).
@@ -205,6 +250,9 @@ async def _handle(app: web.Application, row: Any) -> None:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
+        if is_storage_outage(exc, network=False):
+            raise  # our database, not this activity: not an attempt; the row is released and retried
+
         now = utcnow()
         error = f"{type(exc).__name__}: {exc}"[:2000]
         final = row.attempts >= MAX_ATTEMPTS

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +29,11 @@ from .errors import ConfigError
 from .tables import leases
 
 log = logging.getLogger(__name__)
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL file kept after a checkpoint (journal_size_limit)
+LOW_DISK_BYTES = 256 * 1024 * 1024  # `doctor` fails below this much free space next to the SQLite file
+# Test-only: caps every SQLite connection at this many pages (PRAGMA max_page_count), which SQLite answers
+# exactly as it answers a full disk (SQLITE_FULL). Not a setting: tests use it to fill "the disk".
+TEST_MAX_PAGES_ENV = "FEDIBRIDGE_TEST_SQLITE_MAX_PAGES"
 MIGRATIONS = str(Path(__file__).with_name("migrations"))
 # Any constant works: it only has to be the same in every fedibridge process sharing a database.
 MIGRATION_LOCK_ID = 0x6665646962726964
@@ -77,6 +84,17 @@ def sqlite_path(database_url: str) -> Path | None:
     if rest.startswith("///") and rest[3:] not in ("", ":memory:"):
         return Path(rest[3:].split("?", 1)[0])
     return None
+
+
+def disk_free_bytes(database_url: str) -> int | None:
+    """Free bytes on the filesystem holding the SQLite file (None on PostgreSQL: not ours to see)."""
+    path = sqlite_path(database_url)
+    if path is None:
+        return None
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
 
 
 class Store:
@@ -166,12 +184,20 @@ class Store:
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers run during writes; busy_timeout waits out short write locks instead of failing."""
+    """WAL lets readers run during writes; busy_timeout waits out short write locks instead of failing.
+
+    journal_size_limit: after a checkpoint has emptied the WAL, its file is cut back to this size, so a
+    burst (or a full disk, during which checkpoints cannot finish) does not leave a WAL holding the space.
+    """
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    max_pages = os.environ.get(TEST_MAX_PAGES_ENV)
+    if max_pages:  # tests only: a "full disk" without root or a small filesystem
+        cur.execute(f"PRAGMA max_page_count={int(max_pages)}")
     cur.close()
 
 

@@ -50,28 +50,32 @@ async def announce_identity(conn: AsyncConnection, actor_id: str) -> bool:
     return True
 
 
-async def listen(app: web.Application, event: asyncio.Event) -> None:
+async def listen(app: web.Application, event: asyncio.Event, name: str = "listen") -> None:
     """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough)."""
-    await _listen(app, CHANNEL, lambda _payload: event.set(), event.set)
+    await _listen(app, CHANNEL, lambda _payload: event.set(), event.set, name)
 
 
 async def listen_identity(app: web.Application, forget: Callable[[str], None], forget_all: Callable[[], None]) -> None:
     """Forever: `forget(actor_id)` on each identity notification; `forget_all()` on every (re)connection, since
     what was announced while we were not listening is lost. Returns at once on SQLite."""
-    await _listen(app, IDENTITY_CHANNEL, forget, forget_all)
+    await _listen(app, IDENTITY_CHANNEL, forget, forget_all, "listen_identity")
 
 
 async def _listen(
-    app: web.Application, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None]
+    app: web.Application, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None],
+    name: str,
 ) -> None:
+    """Reconnects with backoff when the connection drops; reports to the app's Health as `name`."""
     import asyncpg
 
-    from .app import STORE
+    from .app import HEALTH, STORE
+    from .health import Backoff, describe
 
-    store = app[STORE]
+    store, health = app[STORE], app[HEALTH]
     if not store.is_postgres:
         return
     dsn = asyncpg_dsn(store.engine.url)
+    retry = Backoff(cap=RECONNECT_SECONDS)
 
     def received(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         on_payload(payload)
@@ -80,18 +84,22 @@ async def _listen(
         conn = None
         try:
             # A dedicated connection, not one of the pool's: LISTEN lives as long as the connection.
-            conn = await asyncpg.connect(dsn)
+            conn = await asyncpg.connect(dsn, timeout=RECONNECT_SECONDS)
             await conn.add_listener(channel, received)
             on_connect()  # notifications sent while we were not listening are lost: catch up once
+            health.ok(name)
+            retry.reset()
             lost = asyncio.Event()
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             await lost.wait()
             log.warning("LISTEN connection lost; polling until it is back")
+            health.failing(name, "LISTEN connection lost")
         except asyncio.CancelledError:
             raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("cannot LISTEN %s (%s); polling, retrying in %.0f s", channel, exc, RECONNECT_SECONDS)
+            health.failing(name, exc)
+            log.warning("cannot LISTEN %s (%s); polling, retrying", channel, describe(exc))
         finally:
             if conn is not None and not conn.is_closed():
                 await asyncio.shield(conn.close(timeout=2))
-        await asyncio.sleep(RECONNECT_SECONDS)
+        await asyncio.sleep(retry.next())

@@ -99,6 +99,7 @@ def test_init_writes_config_and_keys_and_never_overwrites(tmp_path: Path) -> Non
     doctor = run(["doctor"], tmp_path)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "all good" in doctor.stdout
+    assert "MiB free next to the database" in doctor.stdout  # a full disk stops the inbox: say how close
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from fedibridge.errors import StorageUnavailable
 from fedibridge.intake import MAX_BATCH, InboxWriter, encode_payload
 from fedibridge.store import Store
 from fedibridge.tables import inbox_items
@@ -110,7 +111,7 @@ async def test_close_flushes_what_is_waiting(store: Store) -> None:
     await asyncio.sleep(0)  # queued, not yet written
     await writer.close()
     assert all(p.done() and p.result() is True for p in pending)
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(StorageUnavailable, match="closed"):  # a request during shutdown: 503, not 500
         await writer.add(row(31, when))
 
 
@@ -118,3 +119,18 @@ async def test_unreachable_postgresql_fails_at_start() -> None:
     writer = InboxWriter("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(OSError):
         await writer.start()
+
+
+async def test_a_batch_that_fails_does_not_end_the_writer(store: Store) -> None:
+    """An unexpected error in one batch is that batch's answer; the next request is stored as usual (the
+    writer task used to die with it, and every later request waited forever)."""
+    writer = InboxWriter(store.database_url)
+    await writer.start()
+    when = datetime.now(UTC)
+    bad = row(1, when)
+    bad["received_at"] = object()  # no column can bind this
+    with pytest.raises(Exception) as caught:
+        await asyncio.wait_for(writer.add(bad), 10)
+    assert not isinstance(caught.value, TimeoutError)
+    assert await asyncio.wait_for(writer.add(row(2, when)), 10) is True
+    await writer.close()

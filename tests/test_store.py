@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select, text
 
 from fedibridge.queue import enqueue_to_followers, follower_inboxes, insert_ignore
-from fedibridge.store import Store, head_revision, utcnow
+from fedibridge.store import WAL_SIZE_LIMIT, Store, head_revision, utcnow
 from fedibridge.tables import activities, deliveries, followers, inbox_items
 
 
@@ -16,6 +17,16 @@ async def test_fresh_database_is_migrated_to_head(database_url: str) -> None:
     store = await Store.open(database_url)
     try:
         assert await store.current_revision() == head_revision()
+    finally:
+        await store.close()
+
+
+async def test_sqlite_wal_is_cut_back_after_checkpoints(tmp_path: Path) -> None:
+    """journal_size_limit on every connection: a burst (or a full disk) must not leave a WAL holding the space."""
+    store = await Store.open(f"sqlite:///{tmp_path}/wal.db")
+    try:
+        async with store.connect() as conn:
+            assert (await conn.execute(text("PRAGMA journal_size_limit"))).scalar_one() == WAL_SIZE_LIMIT
     finally:
         await store.close()
 

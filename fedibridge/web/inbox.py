@@ -21,7 +21,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from .. import remote_json
-from ..app import BLOCK_CACHE, METRICS, RESOLVER, SETTINGS, SITE, STORE
+from ..app import BLOCK_CACHE, HEALTH, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from ..config import Settings
 from ..errors import (
     BadRequest,
@@ -29,9 +29,11 @@ from ..errors import (
     FetchError,
     Forbidden,
     PayloadTooLarge,
+    StorageUnavailable,
     Unauthorized,
     UnsupportedMediaType,
 )
+from ..health import describe, is_storage_outage
 from ..hosts import authority_of, netloc_of, same_origin
 from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
@@ -58,6 +60,7 @@ class _Outcome(Exception):
 
 WRITER = web.AppKey("inbox_writer", InboxWriter)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
+BLOCKS_TIMEOUT = 2.0  # seconds a snapshot refresh may take before the database counts as unavailable
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
 _same_origin = lru_cache(maxsize=4096)(same_origin)
@@ -90,7 +93,7 @@ def setup(app: web.Application, prefix: str) -> None:
 
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = InboxWriter(app[STORE].database_url)
+    app[WRITER] = InboxWriter(app[STORE].database_url, app[HEALTH])
     await app[WRITER].start()
     yield
     await app[WRITER].close()
@@ -110,7 +113,7 @@ async def inbox(request: web.Request) -> web.Response:
         return _accepted(str(out))
     except FedibridgeError as exc:
         label = {400: "malformed", 401: "unauthorized", 403: "blocked", 413: "too_large",
-                 415: "unsupported_media_type"}.get(exc.status, "error")
+                 415: "unsupported_media_type", 503: "unavailable"}.get(exc.status, "error")
         metrics.inc(METRIC, outcome=label)
         log.info("inbox refused %s from %s: %s", exc.status, request.remote, exc)
         raise
@@ -188,7 +191,15 @@ async def _check_blocks(app: web.Application, actor_id: str, key_id: str | None)
         refresh = cache.get("refresh")
         if refresh is None or refresh.done():
             refresh = cache["refresh"] = asyncio.ensure_future(_load_blocks(app))
-        await asyncio.shield(refresh)
+        try:
+            await asyncio.shield(refresh)
+        except Exception as exc:
+            if not is_storage_outage(exc):
+                raise
+            if "lists" not in cache:  # never loaded: we cannot tell who is blocked, so store nothing
+                raise StorageUnavailable(f"database unavailable ({describe(exc)})") from None
+            # The last snapshot is still the best answer; storing the activity decides whether we accept.
+            cache["until"] = asyncio.get_running_loop().time() + BLOCKS_TTL
     domains, actors = cache["lists"]
     if blocked_by(actor_id, domains, actors) or (key_id and blocked_by(key_id, domains, set())):
         raise Forbidden("blocked")
@@ -196,7 +207,7 @@ async def _check_blocks(app: web.Application, actor_id: str, key_id: str | None)
 
 async def _load_blocks(app: web.Application) -> None:
     cache = app[BLOCK_CACHE]
-    async with app[STORE].connect() as conn:
+    async with asyncio.timeout(BLOCKS_TIMEOUT), app[STORE].connect() as conn:
         cache["lists"] = await block_lists(conn, app[SETTINGS])
     cache["until"] = asyncio.get_running_loop().time() + BLOCKS_TTL
 

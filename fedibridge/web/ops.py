@@ -7,24 +7,38 @@ address) and not on the main port at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from sqlalchemy import func, select, text
 
-from ..app import METRICS, SETTINGS, STORE
+from ..app import HEALTH, METRICS, SETTINGS, STORE
 from ..config import metrics_address
+from ..health import describe, is_storage_outage
+from ..store import disk_free_bytes
 from ..tables import deliveries, inbox_items
 from .common import require_admin
 
+PROBE_TIMEOUT = 3.0  # seconds the database gets to answer SELECT 1 before /healthz calls it down
+
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 when the database answers and no task has been failing past the grace; else 503 naming what."""
     return await _health(request.app)
 
 
 async def _health(app: web.Application) -> web.Response:
-    async with app[STORE].connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    failing = app[HEALTH].stuck()
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT), app[STORE].connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        if not is_storage_outage(exc):
+            raise
+        failing["database"] = describe(exc) if not isinstance(exc, TimeoutError) else "no answer within 3 s"
+    if failing:
+        return web.json_response({"status": "failing", "failing": failing}, status=503)
     return web.json_response({"status": "ok"})
 
 
@@ -44,7 +58,13 @@ async def render(app: web.Application) -> web.Response:
     gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {
         "fedibridge_delivery_queue": ("Delivery rows by state.", [({"state": s}, n) for s, n in by_state]),
         "fedibridge_inbox_queue": ("Inbox activities waiting to be handled.", [({}, inbox_pending)]),
+        "fedibridge_task_failing": ("1 for each long-lived task of this process that is failing now.",
+                                    [({"task": name}, float(state.failing_since is not None))
+                                     for name, state in sorted(app[HEALTH].tasks.items())]),
     }
+    free = disk_free_bytes(app[STORE].database_url)
+    if free is not None:
+        gauges["fedibridge_disk_free_bytes"] = ("Free space on the SQLite database's filesystem.", [({}, free)])
     body = app[METRICS].render(gauges)
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})

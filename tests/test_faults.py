@@ -1,0 +1,159 @@
+"""An operator's bad day, with signed replies arriving steadily: the database goes away and comes back, the
+SQLite database fills up and space is freed. Every 202 must be stored, failures must be 503 + Retry-After
+(never 500, never a hang), and the inbox must accept again by itself."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from fedibridge.store import TEST_MAX_PAGES_ENV, sqlite_path
+from fedibridge.tables import comments, inbox_items
+from tests.conftest import Bridge, BridgeFactory, wait_for
+from tests.faults import ReplyStream, TcpProxy
+from tests.remote import RemoteInstance
+from tests.test_comment_flows import publish
+
+BOUND = 15.0  # seconds: no inbox request may take longer (10 s of storage waits, plus a loaded machine)
+
+
+async def _stored(bridge: Bridge, note_ids: set[str]) -> set[str]:
+    async with bridge.store.connect() as conn:
+        rows = (await conn.execute(select(inbox_items.c.ap_id))).all()
+    return {r.ap_id.removesuffix("/activity") for r in rows} & note_ids
+
+
+async def _comments(bridge: Bridge, note_ids: set[str]) -> set[str]:
+    async with bridge.store.connect() as conn:
+        rows = (await conn.execute(select(comments.c.ap_id))).all()
+    return {r.ap_id for r in rows} & note_ids
+
+
+async def _healthz(bridge: Bridge) -> tuple[int, dict[str, Any]]:
+    async with bridge.http.get(f"{bridge.url}/healthz") as resp:
+        return resp.status, await resp.json()
+
+
+def _assert_answers(stream: ReplyStream) -> None:
+    """Only 202 and 503-with-Retry-After, each within the bound."""
+    statuses = {a.status for a in stream.answers}
+    assert statuses <= {202, 503}, sorted(statuses)
+    assert all(a.retry_after and int(a.retry_after) > 0 for a in stream.answers if a.status == 503)
+    slow = sorted((round(a.elapsed, 1), a.status) for a in stream.answers)[-5:]
+    assert slow[-1][0] < BOUND, f"inbox requests took too long (s, status): {slow}"
+
+
+async def _all_become_comments(bridge: Bridge, stream: ReplyStream) -> None:
+    accepted = {a.note_id for a in stream.accepted()}
+    assert await _stored(bridge, accepted) == accepted, "a reply answered 202 was not stored"
+
+    async def handled() -> bool:
+        return await _comments(bridge, accepted) == accepted
+
+    await wait_for(handled, 60, 0.2)
+
+
+async def _recovers(stream: ReplyStream, since: float, timeout: float = 20) -> None:
+    async def accepting() -> bool:
+        return any(a.status == 202 for a in stream.since(since))
+
+    await wait_for(accepting, timeout, 0.1)
+
+
+@pytest.mark.parametrize("role", ["all", "web"])
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgresql_outage_answers_503_then_the_inbox_accepts_again_by_itself(
+        make_bridge: BridgeFactory, database_url: str, role: str) -> None:
+    host_port = database_url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1) if ":" in host_port else (host_port, "5432")
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    bridge = await make_bridge(role, database_url=database_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/"),
+                               moderation="open", health_grace_seconds=2)
+    article = await publish(bridge)
+    async with RemoteInstance() as remote:
+        stream = ReplyStream(remote, remote.add_actor("alice"), f"{bridge.url}/inbox", article)
+        stream.start()
+        try:
+            await wait_for(lambda: _count(stream, 202, 20), 30, 0.05)
+            await proxy.stop()  # PostgreSQL "stops": every connection cut, nothing listening
+            cut = time.monotonic()
+            await wait_for(lambda: _count(stream, 503, 10), 30, 0.05)
+
+            async def health_says_so() -> bool:
+                status, body = await _healthz(bridge)
+                return status == 503 and {"database", "inbox-writer"} <= set(body["failing"])
+
+            await wait_for(health_says_so, 20, 0.2)  # grace 2 s: the inbox writer is named too
+            for path, headers in (("/api/comments", bridge.admin), ("/api/articles/cafe/comments", {})):
+                async with bridge.http.get(f"{bridge.url}{path}", headers=headers) as resp:
+                    assert resp.status == 503, (path, resp.status)
+                    assert resp.headers["Retry-After"] and "error" in await resp.json()
+            await proxy.start()  # PostgreSQL is back on the same port
+            back = time.monotonic()
+            await _recovers(stream, back)
+            await wait_for(lambda: _count_since(stream, back, 202, 30), 30, 0.05)
+        finally:
+            await stream.stop()
+        assert any(a.status == 503 for a in stream.since(cut)), "the outage was never seen"
+        _assert_answers(stream)
+        if role == "all":
+            await _all_become_comments(bridge, stream)
+        else:  # no worker in this process: the 202s must be stored, for the workers elsewhere
+            accepted = {a.note_id for a in stream.accepted()}
+            assert await _stored(bridge, accepted) == accepted, "a reply answered 202 was not stored"
+
+        async def healthy() -> bool:
+            return (await _healthz(bridge))[0] == 200
+
+        await wait_for(healthy, 20, 0.2)
+    await proxy.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_full_sqlite_answers_503_then_accepts_again_once_space_is_freed(
+        make_bridge: BridgeFactory, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = sqlite_path(database_url)
+    assert path is not None
+    monkeypatch.setenv(TEST_MAX_PAGES_ENV, "600")  # every connection of the bridge: at most 600 pages
+    bridge = await make_bridge(moderation="open")
+    article = await publish(bridge)
+    filler = sqlite3.connect(path, timeout=30)  # the "other files" on the disk: they leave the bridge ~30 pages
+    filler.execute("CREATE TABLE filler (b BLOB)")
+    while filler.execute("PRAGMA page_count").fetchone()[0] < 570:
+        filler.execute("INSERT INTO filler VALUES (randomblob(3500))")
+        filler.commit()
+    async with RemoteInstance() as remote:
+        stream = ReplyStream(remote, remote.add_actor("alice"), f"{bridge.url}/inbox", article)
+        stream.start()
+        try:
+            await wait_for(lambda: _count(stream, 503, 10), 60, 0.05)  # the disk is full
+            filler.execute("DROP TABLE filler")  # space is freed
+            filler.commit()
+            freed = time.monotonic()
+            await _recovers(stream, freed)
+            await wait_for(lambda: _count_since(stream, freed, 202, 30), 30, 0.05)
+        finally:
+            await stream.stop()
+            filler.close()
+        _assert_answers(stream)
+        await _all_become_comments(bridge, stream)
+        async with bridge.store.connect() as conn:
+            pending = (await conn.execute(select(func.count()).select_from(inbox_items)
+                                          .where(inbox_items.c.state != "done"))).scalar_one()
+        assert pending == 0
+        metrics = await (await bridge.http.get(f"{bridge.url}/metrics")).text()
+        assert "fedibridge_disk_free_bytes " in metrics
+        assert 'fedibridge_inbox_requests_total{outcome="unavailable"}' in metrics
+
+
+async def _count(stream: ReplyStream, status: int, n: int) -> bool:
+    return sum(a.status == status for a in stream.answers) >= n
+
+
+async def _count_since(stream: ReplyStream, t: float, status: int, n: int) -> bool:
+    return sum(a.status == status for a in stream.since(t)) >= n
