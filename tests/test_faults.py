@@ -146,7 +146,7 @@ async def test_full_sqlite_answers_503_then_accepts_again_once_space_is_freed(
             pending = (await conn.execute(select(func.count()).select_from(inbox_items)
                                           .where(inbox_items.c.state != "done"))).scalar_one()
         assert pending == 0
-        metrics = await (await bridge.http.get(f"{bridge.url}/metrics")).text()
+        metrics = await (await bridge.http.get(f"{bridge.url}/metrics", headers=bridge.admin)).text()
         assert "fedibridge_disk_free_bytes " in metrics
         assert 'fedibridge_inbox_requests_total{outcome="unavailable"}' in metrics
 
