@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import articles, config, feedsource, frontmatter
+from . import articles, config, feedsource, frontmatter, installation
 from .app import make_site
 from .errors import FetchError
-from .keys import ensure_keypair
+from .keys import load_keypair
 from .resolver import GuardedClient
 from .store import Store
 from .vocab import Site
@@ -38,8 +38,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 async def _open(args: argparse.Namespace) -> tuple[config.Settings, Store, Site]:
-    settings = config.load(getattr(args, "config", None))
-    keys, _ = ensure_keypair(settings.keys_path)
+    settings = installation.load_existing(getattr(args, "config", None))  # never a second database or key pair
+    keys = load_keypair(settings.keys_path)
     return settings, await Store.open(settings.database_url), make_site(settings, keys)
 
 
