@@ -84,19 +84,18 @@ async def run_doctor(config_path: str | None) -> int:
 
 
 def _missing_sqlite(database: Path) -> int:
-    """Say whether `serve` will be able to create the file; never create it here."""
-    parent = database.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK) and parent == database.parent:
-        print(f"  note  database {database} does not exist yet: `fedibridge serve` creates it on first start")
+    """Never create the file here. A missing data/ under an existing directory is the normal state before the
+    first `serve`; a path whose directories do not exist at all is more likely a typo in database_url."""
+    directory = database.parent
+    usable = next((d for d in (directory, directory.parent) if d.is_dir()), None)
+    if usable is not None and os.access(usable, os.W_OK | os.X_OK):
+        made = "" if usable == directory else f" (and {directory})"
+        print(f"  note  database {database} does not exist yet: `fedibridge serve` creates it{made} on first start")
         return 0
-    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
-        print(f"  note  database {database} does not exist yet: `fedibridge serve` creates it (and "
-              f"{database.parent}) on first start")
-        return 0
-    _bad(f"database {database} does not exist and {parent} is not a writable directory",
-         "check database_url / FEDIBRIDGE_DATABASE_URL, or create the directory for the user fedibridge runs as")
+    reason = (f"{usable} is not writable by this user" if usable
+              else f"neither {directory} nor {directory.parent} exists")
+    _bad(f"database {database} does not exist and cannot be created: {reason}",
+         "fix database_url / FEDIBRIDGE_DATABASE_URL, or create the directory for the user fedibridge runs as")
     return 1
 
 
