@@ -33,8 +33,9 @@ def _unwritable(keys_dir: Path, exc: OSError) -> ConfigError:
         owner = f" (it belongs to uid {keys_dir.stat().st_uid})"
     except OSError:
         pass
-    fix = f"chown {uid} {keys_dir}" if uid is not None else f"give it write access to {keys_dir}"
-    return ConfigError(f"invalid setting keys_dir: cannot write to {keys_dir.resolve()}{owner}: {exc.strerror}; "
+    where = keys_dir.resolve()
+    fix = f"chown {uid} {where}" if uid is not None else f"give it write access to {where}"
+    return ConfigError(f"invalid setting keys_dir: cannot write to {where}{owner}: {exc.strerror}; "
                        f"{who} needs write access to create the key pair, e.g. `{fix}`")
 
 
@@ -127,7 +128,10 @@ def ensure_admin_token(keys_dir: Path) -> tuple[str, bool]:
     """The admin token used when none is configured: generated once into keys/admin-token (0600)."""
     path = keys_dir / TOKEN
     if path.exists():
-        return path.read_text(encoding="ascii").strip(), False
+        try:
+            return path.read_text(encoding="ascii").strip(), False
+        except OSError as exc:
+            raise ConfigError(f"invalid setting keys_dir: cannot read {path}: {exc.strerror}") from None
     _mkdir(keys_dir)
     token = secrets.token_urlsafe(32)
     _write_private(path, (token + "\n").encode("ascii"))
