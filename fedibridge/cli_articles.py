@@ -38,7 +38,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 async def _open(args: argparse.Namespace) -> tuple[config.Settings, Store, Site]:
-    settings = installation.load_existing(getattr(args, "config", None))  # never a second database or key pair
+    settings = installation.load_existing(getattr(args, "config", None), keys=True)  # never a second identity
     keys = load_keypair(settings.keys_path)
     return settings, await Store.open(settings.database_url), make_site(settings, keys)
 

@@ -57,11 +57,11 @@ def require_some(found: Found) -> None:
         raise ConfigError(_nothing_here(found))
 
 
-def require_complete(found: Found) -> None:
-    """Stop unless the configured database and key pair both exist (publish, comments, followers…)."""
+def require_complete(found: Found, *, keys: bool) -> None:
+    """Stop unless the configured database (and, for commands that sign, the key pair) exist."""
     require_some(found)
     where = f"settings from {found.config_file}" if found.config_file else f"no fedibridge.toml in {Path.cwd()}"
-    if not found.key_exists:
+    if keys and not found.key_exists:
         raise ConfigError(f"no key pair at {found.private_key} ({where}): `fedibridge serve` creates it on first "
                           f"start, or restore keys/ from your backup; if the installation is elsewhere, {HOW_TO_POINT}")
     if not found.database_exists:
@@ -100,8 +100,11 @@ def move_aside(database: Path, stamp: str) -> Path:
     return target
 
 
-def load_existing(config_arg: str | None) -> config.Settings:
-    """Settings for a command that works on an existing installation (anything but `serve` and `init`)."""
+def load_existing(config_arg: str | None, *, keys: bool = False) -> config.Settings:
+    """Settings for a command that works on an existing installation (anything but `serve` and `init`).
+
+    `keys`: the command signs what it queues (publish, delete, import), so the key pair must exist too.
+    """
     settings = config.load(config_arg)
-    require_complete(locate(settings, config_arg))
+    require_complete(locate(settings, config_arg), keys=keys)
     return settings
