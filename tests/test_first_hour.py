@@ -375,3 +375,20 @@ def test_hugo_toml_and_json_front_matter_publish(trial: tuple[Path, int], text: 
     assert note["published"] == "2024-07-14T08:30:00Z"
     assert "Il fait chaud 🌞." in str(note["content"])
     assert [t["name"] for t in note["tag"]] == ["#voyage", "#été"]  # type: ignore[attr-defined,index]
+
+
+def test_init_asks_for_the_blog_url_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, b"https://example.org/carnet/\n")
+        result = subprocess.run([sys.executable, "-m", "fedibridge", "init", "--base-url",
+                                 "https://example.org/fediverse"], cwd=tmp_path, env=clean_env(), stdin=terminal,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert result.returncode == 0, result.stderr
+    assert "the blog's home page" in result.stdout and "[https://example.org/]" in result.stdout
+    assert 'blog_url = "https://example.org/carnet/"' in (tmp_path / "fedibridge.toml").read_text(encoding="utf-8")
