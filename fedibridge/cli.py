@@ -94,7 +94,10 @@ def _blog_url(args: argparse.Namespace, base_url: str, domain: str) -> str:
         return ""
     derived = f"{parts.scheme}://{handle_host}/"
     if sys.stdin.isatty():
-        answer = input(f"the blog's home page (profile link, hashtag links) [{derived}]: ").strip()
+        try:
+            answer = input(f"the blog's home page (profile link, hashtag links) [{derived}]: ").strip()
+        except EOFError:
+            answer = ""
         return answer or derived
     print(f"blog_url: using {derived} (the blog's home page, where the profile and hashtags link); "
           "pass --blog-url to choose another")
@@ -124,7 +127,6 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = config.validate(candidate)
     # Nothing is written until every check passed, and the file comes last: a failed init can be re-run.
     database = sqlite_path(settings.database_url)
-    trial = None
     if database is not None and database.exists():
         trial = asyncio.run(_trial_articles(settings))
         if trial.count and not args.fresh:
