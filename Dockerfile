@@ -8,12 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The process runs as this unprivileged user. Its uid must be able to read a bind-mounted keys/ directory
-# (the private key is mode 0600): build with `--build-arg UID=$(id -u)` if your host user is not 1000.
+# The process runs as this user. On first start it WRITES a bind-mounted keys/ directory (it generates
+# keys/private.pem, mode 0600, and keys/admin-token), so that directory must belong to this uid:
+#   mkdir -p keys && sudo chown 1000:1000 keys          (the default uid), or
+#   docker build --build-arg UID=$(id -u) --build-arg GID=$(id -g) .   (your own uid owns ./keys)
+# --non-unique: the ids may already exist in the image (UID=0 GID=0 builds a root-run image; 100 = users).
 ARG UID=1000
 ARG GID=1000
-RUN groupadd --gid "${GID}" fedibridge \
-    && useradd --uid "${UID}" --gid fedibridge --home-dir /app --no-create-home --shell /usr/sbin/nologin fedibridge
+RUN groupadd --non-unique --gid "${GID}" fedibridge \
+    && useradd --non-unique --uid "${UID}" --gid "${GID}" --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin fedibridge
 
 # Only what the package needs; the source stays root-owned (read-only for the service user).
 COPY pyproject.toml README.md /src/

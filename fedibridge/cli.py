@@ -11,12 +11,15 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from . import __version__, config
+from . import __version__, config, installation
 from .errors import ConfigError, FedibridgeError
 from .keys import ensure_admin_token, ensure_keypair
+from .store import sqlite_path
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -80,15 +83,61 @@ def _toml_str(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _blog_url(args: argparse.Namespace, base_url: str, domain: str) -> str:
+    """The blog's home page. When fedibridge lives under a path or on another host than the handle's, the
+    default (base_url) would point every profile, redirect and hashtag link into fedibridge itself (404)."""
+    if args.blog_url:
+        return str(args.blog_url)
+    parts = urlsplit(base_url)
+    handle_host = domain or parts.netloc
+    if parts.path.strip("/") == "" and parts.netloc == handle_host:
+        return ""
+    derived = f"{parts.scheme}://{handle_host}/"
+    if sys.stdin.isatty():
+        try:
+            answer = input(f"the blog's home page (profile link, hashtag links) [{derived}]: ").strip()
+        except EOFError:
+            answer = ""
+        return answer or derived
+    print(f"blog_url: using {derived} (the blog's home page, where the profile and hashtags link); "
+          "pass --blog-url to choose another")
+    return derived
+
+
+async def _trial_articles(settings: config.Settings) -> installation.ForeignArticles:
+    from .store import Store
+
+    store = await Store.open(settings.database_url, migrate=False)
+    try:
+        return await installation.foreign_articles(store, settings.base)
+    finally:
+        await store.close()
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config or "fedibridge.toml")
     if path.exists():
         raise ConfigError(f"{path} already exists; edit it, or remove it to start over")
+    config.validate(config.Settings(base_url=args.base_url, domain=args.domain or ""))  # before asking anything
     candidate = config.Settings(
         base_url=args.base_url, domain=args.domain or "", username=args.username, name=args.name,
-        blog_url=args.blog_url or "", database_url=args.database_url, keys_dir=args.keys_dir,
+        blog_url=_blog_url(args, args.base_url, args.domain or ""), database_url=args.database_url,
+        keys_dir=args.keys_dir,
     )
     settings = config.validate(candidate)
+    # Nothing is written until every check passed, and the file comes last: a failed init can be re-run.
+    database = sqlite_path(settings.database_url)
+    if database is not None and database.exists():
+        trial = asyncio.run(_trial_articles(settings))
+        if trial.count and not args.fresh:
+            raise ConfigError(f"{database} holds {trial.count} article(s) published during a trial at "
+                              f"{', '.join(trial.bases)}; they would be served under {settings.base}: re-run with "
+                              "--fresh to move that database aside (kept, not deleted) and start empty")
+    _, created = ensure_keypair(settings.keys_path)
+    ensure_admin_token(settings.keys_path)
+    if args.fresh and database is not None and database.exists():
+        moved = installation.move_aside(database, datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
+        print(f"moved the trial database aside to {moved} (delete it yourself once you are sure)")
     text = TEMPLATE.format(
         base_url=_toml_str(settings.base_url),
         domain_line=f"domain = {_toml_str(settings.domain)}" if settings.domain else '# domain = "example.org"',
@@ -101,9 +150,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     if args.keys_dir != "keys":
         text += f"keys_dir = {_toml_str(args.keys_dir)}\n"
-    path.write_text(text, encoding="utf-8")
-    _, created = ensure_keypair(settings.keys_path)
-    ensure_admin_token(settings.keys_path)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path.resolve()}: {exc.strerror}") from None
     print(f"wrote {path}")
     print(f"{'generated' if created else 'kept existing'} RSA key pair in {settings.keys_path}/")
     print(f"fediverse handle: @{settings.username}@{settings.handle_domain}")
@@ -125,9 +175,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(settings, args.role))
 
 
+def _reachable_by_the_fediverse(settings: config.Settings) -> bool:
+    """Fediverse servers fetch https:// URLs on public hosts only; localhost and plain http are a local trial."""
+    host = urlsplit(settings.base_url).hostname or ""
+    local = host in ("localhost", "::1") or host.endswith(".localhost") or host.startswith("127.")
+    return settings.base_url.startswith("https://") and not local
+
+
 def _banner(settings: config.Settings, role: str, key_created: bool, token_created: bool) -> None:
     actor = f"{settings.base}/users/{settings.username}"
-    print(f"fedibridge {__version__} ({role}) on http://{settings.host}:{settings.port}")
+    if role == "worker":
+        print(f"fedibridge {__version__} (worker): deliveries, inbox and feed polling; no HTTP listener")
+    else:
+        print(f"fedibridge {__version__} ({role}) on http://{settings.host}:{settings.port}")
     print(f"  fediverse handle: @{settings.username}@{settings.handle_domain}")
     print(f"  actor:            {actor}")
     print(f"  feeds:            {settings.base}/feed.rss  {settings.base}/feed.atom")
@@ -137,9 +197,14 @@ def _banner(settings: config.Settings, role: str, key_created: bool, token_creat
         print(f"  generated the admin API token in {settings.keys_path}/admin-token")
     if key_created or token_created:
         print("next steps:")
-        print(f"  - search for @{settings.username}@{settings.handle_domain} from a fediverse account to follow it")
         print("  - publish an article: fedibridge publish post.md   (or POST /api/articles)")
-        print("  - `fedibridge init --base-url https://… --domain …` to configure a public deployment")
+        if _reachable_by_the_fediverse(settings):
+            print(f"  - search for @{settings.username}@{settings.handle_domain} from a fediverse account to follow it")
+        else:
+            print(f"  - fediverse servers cannot reach {settings.base}: following @{settings.username}@"
+                  f"{settings.handle_domain} needs a public HTTPS URL. Run `fedibridge init --base-url "
+                  "https://fedi.example.org --blog-url https://example.org/` and put fedibridge behind a reverse "
+                  "proxy with TLS (README: Running in production)")
     sys.stdout.flush()
 
 
@@ -164,7 +229,8 @@ async def _serve(settings: config.Settings, role: str) -> int:
             try:
                 await site.start()
             except OSError as exc:
-                raise ConfigError(f"invalid setting port={settings.port}: cannot listen ({exc.strerror})") from None
+                raise ConfigError(f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}): stop the other "
+                                  "program using that port, or choose another with --port or FEDIBRIDGE_PORT") from None
         _banner(settings, role, key_created, token_created)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -191,11 +257,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedibridge", description="Bridge a blog to the fediverse.")
     parser.add_argument("--version", action="version", version=f"fedibridge {__version__}")
+    config_help = "path to fedibridge.toml (default ./fedibridge.toml, or FEDIBRIDGE_CONFIG)"
+    # Accepted before or after the command: `fedibridge --config F doctor` and `fedibridge doctor --config F`.
+    # SUPPRESS keeps the subcommand's absent option from overwriting the value given before it.
+    parser.add_argument("--config", "-c", help=config_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("--config", "-c", help="path to fedibridge.toml (default ./fedibridge.toml)")
+        p.add_argument("--config", "-c", help=config_help, default=argparse.SUPPRESS)
         p.set_defaults(func=func)
         return p
 
@@ -204,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", help="host of the handle, e.g. example.org (default: base URL's host)")
     p.add_argument("--username", default="blog")
     p.add_argument("--name", default="My blog")
-    p.add_argument("--blog-url", help="the blog's home page")
+    p.add_argument("--blog-url", help="the blog's home page, e.g. https://example.org/ (default: https://DOMAIN/ "
+                   "when the base URL has a path or another host)")
+    p.add_argument("--fresh", action="store_true",
+                   help="move a trial database found at database_url aside (renamed, never deleted) and start empty")
     p.add_argument("--database-url", default=config.Settings.database_url)
     p.add_argument("--keys-dir", default="keys")
 

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import articles, config, feedsource, frontmatter
+from . import articles, config, feedsource, frontmatter, installation
 from .app import make_site
-from .errors import FetchError
-from .keys import ensure_keypair
+from .errors import BadRequest, FetchError
+from .keys import load_keypair
 from .resolver import GuardedClient
 from .store import Store
 from .vocab import Site
@@ -38,8 +38,8 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 async def _open(args: argparse.Namespace) -> tuple[config.Settings, Store, Site]:
-    settings = config.load(getattr(args, "config", None))
-    keys, _ = ensure_keypair(settings.keys_path)
+    settings = installation.load_existing(getattr(args, "config", None), keys=True)  # never a second identity
+    keys = load_keypair(settings.keys_path)
     return settings, await Store.open(settings.database_url), make_site(settings, keys)
 
 
@@ -53,8 +53,11 @@ def _describe(site: Site, result: articles.PublishResult) -> str:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     async def go() -> int:
-        data = frontmatter.load_file(args.file)  # fail on a bad file before touching the database
-        inp = articles.validate(data, source="cli")
+        file = frontmatter.read(args.file)  # fail on a bad file before touching the database
+        try:
+            inp = articles.validate(file.data, source="cli")
+        except BadRequest as exc:
+            raise file.explain(exc) from None
         _, store, site = await _open(args)
         try:
             result = await articles.publish_one(store, site, inp, deliver=args.deliver)
@@ -83,7 +86,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def progress_bar(done: int, total: int) -> None:
-    """`[#####     ] 12/40` redrawn in place on stderr."""
+    """`[#####     ] 12/40` redrawn in place on a terminal; elsewhere (systemd, Docker logs) plain lines,
+    about every 10%, so a log gets a dozen readable lines instead of hundreds of carriage returns."""
+    if not sys.stderr.isatty():
+        step = max(1, total // 10)
+        if done == 1 or done >= total or done % step == 0:
+            sys.stderr.write(f"imported {done}/{total}\n")
+            sys.stderr.flush()
+        return
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
     sys.stderr.write(f"\r[{'#' * filled}{' ' * (BAR_WIDTH - filled)}] {done}/{total}")
     if done >= total:

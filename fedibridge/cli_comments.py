@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import comment_views, config, moderation
+from . import comment_views, config, installation, moderation
 from . import comments as store_comments
 from .errors import BadRequest, NotFound
 from .models import Comment
@@ -41,7 +41,7 @@ def add_commands(add: AddCommand) -> None:
 
 
 def _run(args: argparse.Namespace, work: Callable[[Store, config.Settings], Awaitable[int]]) -> int:
-    settings = config.load(getattr(args, "config", None))
+    settings = installation.load_existing(getattr(args, "config", None))  # never creates a database
 
     async def main() -> int:
         store = await Store.open(settings.database_url)

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 
-from . import config
+from . import installation
 from .store import Store, utcnow
 from .tables import deliveries, domains, followers
 
@@ -32,7 +32,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 
 async def _with_store(args: argparse.Namespace, job: Callable[[Store], Any]) -> Any:
-    settings = config.load(getattr(args, "config", None))
+    settings = installation.load_existing(getattr(args, "config", None))  # never creates a database
     store = await Store.open(settings.database_url)
     try:
         return await job(store)

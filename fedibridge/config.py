@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -133,11 +134,19 @@ def _coerce(name: str, value: Any, *, from_env: bool) -> Any:
                 return False
             raise ValueError("expected true or false")
         if kind == "int":
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
-            return int(value)
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError("expected a whole number")
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError("expected a whole number, e.g. 8080") from None
         if kind == "float":
-            return float(value)
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number, e.g. 10 or 2.5") from None
         if kind == "list[str]":
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
@@ -204,6 +213,8 @@ def validate(s: Settings) -> Settings:
         metrics_address(s.metrics_bind)
     if s.webhook_url and not s.webhook_secret:
         raise ConfigError("invalid setting webhook_secret: required when webhook_url is set")
+    _check_words(s)
+    _check_tag_url_template(s)
     domains = _blocked_domains(s.blocked_domains)
     return s if domains == s.blocked_domains else dataclasses.replace(s, blocked_domains=domains)
 
@@ -231,13 +242,73 @@ def metrics_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _check_words(s: Settings) -> None:
+    """Settings that are single words, names or lists of them: caught at load, not when first used."""
+    if s.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"invalid setting log_level={s.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    for name in ("fetch_timeout", "domain_unavailable_days"):
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
+    if not s.host.strip() or any(c.isspace() for c in s.host):
+        raise ConfigError(f"invalid setting host={s.host!r}: expected an address like 127.0.0.1 or 0.0.0.0")
+    if not s.keys_dir.strip():
+        raise ConfigError("invalid setting keys_dir='': expected a directory, e.g. keys")
+    if s.language and not all(part.isalnum() and len(part) <= 8 for part in s.language.split("-")):
+        raise ConfigError(f"invalid setting language={s.language!r}: expected a language tag like fr or pt-BR")
+    for name in ("admin_token", "user_agent", "name", "summary", "webhook_secret", "spam_check_key"):
+        if any(c in getattr(s, name) for c in "\r\n\0"):
+            raise ConfigError(f"invalid setting {name}: must be a single line")
+    if any(c.isspace() for c in s.admin_token):
+        raise ConfigError("invalid setting admin_token: must not contain spaces (it goes in an HTTP header)")
+    for actor in s.blocked_actors:
+        _check_url("blocked_actors", actor)
+    for origin in s.cors_origins:
+        if origin != "*":
+            _check_url("cors_origins", origin)
+
+
+def _check_tag_url_template(s: Settings) -> None:
+    """Render the template once now, so a typo stops the start instead of answering 500 on every tagged article."""
+    name, template = "tag_url_template", s.tag_url_template
+    try:
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        msg = f"invalid setting {name}={template!r}: {exc} (write {{{{ and }}}} for literal braces)"
+        raise ConfigError(msg) from None
+    fields_used = {f for f, _, _ in parsed}
+    if any(spec or conv for _, spec, conv in parsed):
+        raise ConfigError(f"invalid setting {name}={template!r}: write plain {{blog_url}} and {{tag}}, "
+                          "without ! or : after the name")
+    unknown = fields_used - {"blog_url", "tag"}
+    if unknown:
+        raise ConfigError(f"invalid setting {name}={template!r}: unknown placeholder {{{sorted(unknown)[0]}}}; "
+                          "use {blog_url} and {tag}")
+    if "tag" not in fields_used:
+        raise ConfigError(f"invalid setting {name}={template!r}: must contain {{tag}}, e.g. {{blog_url}}/tag/{{tag}}/")
+    example = template.format(blog_url=s.blog, tag="example")
+    parts = urlsplit(example)
+    if parts.scheme not in ("http", "https") or not parts.hostname:  # a query is fine: WordPress's ?tag=
+        raise ConfigError(f"invalid setting {name}={template!r}: gives {example!r} for the tag 'example', "
+                          "not an http(s) URL; start it with {blog_url} or https://")
+
+
+def find_file(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file in use: --config, else FEDIBRIDGE_CONFIG, else ./fedibridge.toml if it exists."""
+    env = os.environ if env is None else env
+    file = Path(path or env.get(ENV_PREFIX + "CONFIG") or "fedibridge.toml")
+    return file if file.exists() else None
+
+
 def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read the TOML file (if any), then env overrides; unknown keys in the file are errors."""
     env = os.environ if env is None else env
     explicit = path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
     file = Path(path or env.get(ENV_PREFIX + "CONFIG") or "fedibridge.toml")
     values: dict[str, Any] = {}
-    if file.exists():
+    if find_file(path, env) is not None:
         try:
             raw = tomllib.loads(file.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

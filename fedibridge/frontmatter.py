@@ -1,4 +1,7 @@
-"""Article files as static-site generators write them: YAML front matter, then Markdown or HTML.
+"""Article files as static-site generators write them: front matter (YAML, TOML or JSON), then Markdown or HTML.
+
+TOML is read with the standard library's tomllib rather than python-frontmatter, whose TOML handler
+needs the unmaintained `toml` package (TOML 0.5); YAML and JSON need nothing new either.
 
 Field names follow Hugo/Jekyll habits (``date``, ``lang``, ``description``); the result is the
 same dict the admin API takes, so `articles.validate` checks both the same way.
@@ -6,6 +9,10 @@ same dict the admin API takes, so `articles.validate` checks both the same way.
 
 from __future__ import annotations
 
+import json
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,24 +40,48 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _yaml(head: str) -> Any:
+    try:
+        return yaml.safe_load(head) or {}
+    except yaml.YAMLError as exc:
+        raise BadRequest(f"front matter is not valid YAML: {exc}") from None
+
+
+def _toml(head: str) -> Any:
+    try:
+        return tomllib.loads(head)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadRequest(f"front matter is not valid TOML: {exc}") from None
+
+
+def _fenced(lines: list[str], fence: str, ends: tuple[str, ...], parse: Callable[[str], Any]) -> tuple[Any, str]:
+    for i in range(1, len(lines)):
+        if lines[i].strip() in ends:
+            return parse("".join(lines[1:i])), "".join(lines[i + 1:])
+    raise BadRequest(f"front matter starts with {fence} but never ends (no closing {fence} line)")
+
+
 def split(text: str) -> tuple[dict[str, Any], str]:
-    """(front matter, body). A file without a leading ``---`` block has empty front matter."""
+    """(front matter, body), the three ways Hugo writes it: YAML between ``---``, TOML between ``+++``, or a
+    JSON object opening the file. A file with none of them has empty front matter."""
     text = text.lstrip("\ufeff")
     lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
+    first = lines[0].strip() if lines else ""
+    if first == "---":
+        meta, body = _fenced(lines, "---", ("---", "..."), _yaml)
+    elif first == "+++":
+        meta, body = _fenced(lines, "+++", ("+++",), _toml)
+    elif text.lstrip().startswith("{"):
+        try:
+            meta, end = json.JSONDecoder().raw_decode(text.lstrip())
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"front matter starts with {{ but is not valid JSON: {exc}") from None
+        body = text.lstrip()[end:].lstrip("\r\n")
+    else:
         return {}, text
-    for i in range(1, len(lines)):
-        if lines[i].strip() in ("---", "..."):
-            head = "".join(lines[1:i])
-            body = "".join(lines[i + 1:])
-            try:
-                meta = yaml.safe_load(head) or {}
-            except yaml.YAMLError as exc:
-                raise BadRequest(f"front matter is not valid YAML: {exc}") from None
-            if not isinstance(meta, dict):
-                raise BadRequest("front matter must be a YAML mapping (key: value lines)")
-            return meta, body
-    raise BadRequest("front matter starts with --- but never ends (no closing --- line)")
+    if not isinstance(meta, dict):
+        raise BadRequest("front matter must be a mapping (key: value lines)")
+    return meta, body
 
 
 def render_markdown(body: str) -> str:
@@ -66,15 +97,24 @@ def _tags(value: Any) -> Any:
     return value
 
 
+def _names(meta: dict[str, Any]) -> dict[str, str]:
+    """Article field → the front matter name it came from (the user wrote ``date``, not ``published``)."""
+    lowered = {str(k).lower(): k for k in meta}
+    out: dict[str, str] = {}
+    for field, names in ALIASES.items():
+        for name in names:
+            if name in lowered and meta[lowered[name]] is not None:
+                out[field] = str(lowered[name])
+                break
+    return out
+
+
 def to_article_dict(meta: dict[str, Any], body_html: str) -> dict[str, Any]:
     """Map front matter names to the admin API's field names; values are checked later."""
     out: dict[str, Any] = {"content": body_html}
     lowered = {str(k).lower(): v for k, v in meta.items()}
-    for field, names in ALIASES.items():
-        for name in names:
-            if name in lowered and lowered[name] is not None:
-                out[field] = lowered[name]
-                break
+    for field, name in _names(meta).items():
+        out[field] = lowered[name.lower()]
     if "tags" in out:
         out["tags"] = _tags(out["tags"])
     if isinstance(out.get("published"), datetime | date):
@@ -88,8 +128,31 @@ def to_article_dict(meta: dict[str, Any], body_html: str) -> dict[str, Any]:
     return out
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
-    """Read one article file into the admin API's article dict."""
+@dataclass(frozen=True)
+class ArticleFile:
+    """An article file read: the admin API's dict, plus what is needed to word errors in the file's terms."""
+
+    path: Path
+    data: dict[str, Any]
+    names: dict[str, str]
+    has_front_matter: bool
+
+    def explain(self, error: BadRequest) -> BadRequest:
+        """Reword a validation error with the names the file uses, and say when front matter is missing."""
+        message = str(error)
+        if not self.has_front_matter:
+            return BadRequest(f"{self.path}: no front matter found ({message}); start the file with a block "
+                              "between --- lines (YAML), +++ lines (TOML) or a JSON object, giving at least "
+                              "title and url")
+        field = message.split(" ", 1)[0]
+        name = self.names.get(field)
+        if name and name != field:
+            message = name + message[len(field):]
+        return BadRequest(f"{self.path}: {message}")
+
+
+def read(path: str | Path) -> ArticleFile:
+    """Read one article file, keeping track of its front matter's own names."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -105,4 +168,9 @@ def load_file(path: str | Path) -> dict[str, Any]:
         html = render_markdown(body)
     else:
         raise BadRequest(f"{file}: expected a Markdown (.md) or HTML (.html) file")
-    return to_article_dict(meta, html)
+    return ArticleFile(file, to_article_dict(meta, html), _names(meta), bool(meta))
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read one article file into the admin API's article dict."""
+    return read(path).data

@@ -24,11 +24,49 @@ class KeyPair:
     public_pem: str
 
 
+def _unwritable(keys_dir: Path, exc: OSError) -> ConfigError:
+    """One line naming the directory and the uid that needs write access (Docker bind mounts, other owners)."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    who = f"uid {uid}, the user fedibridge runs as" if uid is not None else "the user fedibridge runs as"
+    owner = ""
+    try:
+        owner = f" (it belongs to uid {keys_dir.stat().st_uid})"
+    except OSError:
+        pass
+    where = keys_dir.resolve()
+    fix = f"chown {uid} {where}" if uid is not None else f"give it write access to {where}"
+    return ConfigError(f"invalid setting keys_dir: cannot write to {where}{owner}: {exc.strerror}; "
+                       f"{who} needs write access to create the key pair, e.g. `{fix}`")
+
+
 def _write_private(path: Path, data: bytes) -> None:
-    """Create with 0600 from the start (O_EXCL): no window where the secret is world-readable."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    """Create with 0600 from the start, complete or not at all, never over an existing file.
+
+    Written to a temporary name then hard-linked into place: a crash or a full disk leaves no empty
+    private.pem that would block the next start, and a concurrent first start keeps the other's key.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.link(tmp, path)
+    except FileExistsError:
+        if not path.exists():
+            raise
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _mkdir(keys_dir: Path) -> None:
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(keys_dir, exc) from None
 
 
 def ensure_keypair(keys_dir: Path) -> tuple[KeyPair, bool]:
@@ -36,7 +74,7 @@ def ensure_keypair(keys_dir: Path) -> tuple[KeyPair, bool]:
     private = keys_dir / PRIVATE
     created = False
     if not private.exists():
-        keys_dir.mkdir(parents=True, exist_ok=True)
+        _mkdir(keys_dir)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -46,7 +84,10 @@ def ensure_keypair(keys_dir: Path) -> tuple[KeyPair, bool]:
     pair = load_keypair(keys_dir)
     public = keys_dir / PUBLIC
     if not public.exists():
-        public.write_text(pair.public_pem, encoding="ascii")
+        try:
+            public.write_text(pair.public_pem, encoding="ascii")
+        except OSError as exc:
+            raise _unwritable(keys_dir, exc) from None
     return pair, created
 
 
@@ -87,8 +128,11 @@ def ensure_admin_token(keys_dir: Path) -> tuple[str, bool]:
     """The admin token used when none is configured: generated once into keys/admin-token (0600)."""
     path = keys_dir / TOKEN
     if path.exists():
-        return path.read_text(encoding="ascii").strip(), False
-    keys_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return path.read_text(encoding="ascii").strip(), False
+        except OSError as exc:
+            raise ConfigError(f"invalid setting keys_dir: cannot read {path}: {exc.strerror}") from None
+    _mkdir(keys_dir)
     token = secrets.token_urlsafe(32)
     _write_private(path, (token + "\n").encode("ascii"))
-    return token, True
+    return path.read_text(encoding="ascii").strip(), True

@@ -74,6 +74,11 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return min(max(0.0, (when - now).total_seconds()), MAX_RETRY_AFTER)
 
 
+# Said with every refusal: a site owner trying `import http://127.0.0.1/…` needs to know the switch exists.
+PRIVATE_HINT = (" (allow_private_addresses = true, or FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES=true, allows it: "
+                "for local tests only)")
+
+
 class GuardedClient:
     """aiohttp session with the SSRF guard, caps, manual redirects and double-knock signing."""
 
@@ -154,7 +159,7 @@ class GuardedClient:
             except ValueError:
                 literal = None
             if literal is not None and not is_public_address(literal):
-                raise FetchError(f"refusing {url}: {parsed.host} is not a public address")
+                raise FetchError(f"refusing {url}: {parsed.host} is not a public address{PRIVATE_HINT}")
         return parsed
 
     async def _read(self, resp: aiohttp.ClientResponse, strict: bool) -> bytes:
@@ -190,7 +195,7 @@ class GuardedClient:
                 return Response(resp.status, merged, data, str(url))
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
-                raise FetchError(f"refusing {url}: {exc.os_error}") from exc
+                raise FetchError(f"refusing {url}: {exc.os_error}{PRIVATE_HINT}") from exc
             raise FetchError(f"cannot connect to {url.host}: {exc.os_error}") from exc
         except TimeoutError as exc:
             raise FetchError(f"timed out after {self._timeout}s: {method} {url}") from exc

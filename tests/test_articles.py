@@ -143,3 +143,41 @@ async def test_store_transactions(database_url: str) -> None:
         assert article is not None and article.content == "<p>v2</p>" and article.deleted is not None
     finally:
         await store.close()
+
+
+def test_front_matter_toml_and_json_as_hugo_writes_them(tmp_path: Path) -> None:
+    toml_post = tmp_path / "toml.md"
+    toml_post.write_text('+++\ntitle = "Hé « là »"\ndate = 2024-07-14T10:30:00+02:00\ntags = ["a", "b"]\n'
+                         'url = "https://blog.example/he/"\n+++\nCorps *ici*.\n', encoding="utf-8")
+    data = frontmatter.load_file(toml_post)
+    assert data["title"] == "Hé « là »" and data["published"] == "2024-07-14T10:30:00+02:00"
+    assert data["tags"] == ["a", "b"] and "<em>ici</em>" in data["content"] and "+++" not in data["content"]
+    json_post = tmp_path / "json.md"
+    json_post.write_text('{\n  "title": "Hé",\n  "categories": ["x"],\n  "url": "https://blog.example/he/"\n}\n\n'
+                         "Corps.\n", encoding="utf-8")
+    data = frontmatter.load_file(json_post)
+    assert data["title"] == "Hé" and data["tags"] == ["x"] and data["content"] == "<p>Corps.</p>"
+    (tmp_path / "bad.md").write_text('+++\ntitle = "unclosed\n+++\nx', encoding="utf-8")
+    with pytest.raises(BadRequest, match="TOML"):
+        frontmatter.load_file(tmp_path / "bad.md")
+    (tmp_path / "open.md").write_text('+++\ntitle = "x"\n', encoding="utf-8")
+    with pytest.raises(BadRequest, match=r"starts with \+\+\+ but never ends"):
+        frontmatter.load_file(tmp_path / "open.md")
+    (tmp_path / "badjson.md").write_text('{"title": "x",}\nbody', encoding="utf-8")
+    with pytest.raises(BadRequest, match="not valid JSON"):
+        frontmatter.load_file(tmp_path / "badjson.md")
+
+
+def test_article_file_errors_use_the_files_own_names(tmp_path: Path) -> None:
+    post = tmp_path / "p.md"
+    post.write_text("---\ntitle: x\nurl: https://blog.example/x/\ndate: someday\n---\nbody\n", encoding="utf-8")
+    file = frontmatter.read(post)
+    with pytest.raises(BadRequest) as info:
+        articles.validate(file.data, source="cli")
+    assert str(file.explain(info.value)).startswith(f"{post}: date must be an ISO 8601 date")
+    bare = tmp_path / "bare.md"
+    bare.write_text("# Titre\n\nTexte.\n", encoding="utf-8")
+    file = frontmatter.read(bare)
+    with pytest.raises(BadRequest) as info:
+        articles.validate(file.data, source="cli")
+    assert "no front matter found" in str(file.explain(info.value)) and "+++" in str(file.explain(info.value))

@@ -118,6 +118,10 @@ def test_failed_listing_and_retry(config_file: str, database_url: str, capsys: p
 
 
 def test_empty_database(tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async def as_serve_leaves_it() -> None:  # the CLI works on an existing database, it never creates one
+        await (await Store.open(database_url)).close()
+
+    asyncio.run(as_serve_leaves_it())
     cfg = _config(tmp_path, database_url)
     assert main(["followers", "--config", cfg]) == 0
     assert "no followers yet" in capsys.readouterr().out

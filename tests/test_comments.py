@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from fedibridge import comment_views
 from fedibridge import comments as store_comments
 from fedibridge.app import STORE
 from fedibridge.models import Author, Comment
+from fedibridge.store import Store
 from fedibridge.tables import comments, reactions
 
 from .conftest import BridgeFactory
@@ -127,6 +129,11 @@ def test_cli_blocks_and_comments(tmp_path: Path) -> None:
     """The moderation CLI against a real SQLite file, as a site owner runs it."""
     env = {**os.environ, "FEDIBRIDGE_DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite",
            "FEDIBRIDGE_KEYS_DIR": str(tmp_path / "keys"), "FEDIBRIDGE_CONFIG": ""}
+
+    async def as_serve_leaves_it() -> None:  # the CLI works on an existing database, it never creates one
+        await (await Store.open(env["FEDIBRIDGE_DATABASE_URL"])).close()
+
+    asyncio.run(as_serve_leaves_it())
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "fedibridge", *args], env=env, cwd=tmp_path,

@@ -79,6 +79,20 @@ def test_config_path_from_env(tmp_path: Path) -> None:
         ("", {"FEDIBRIDGE_METRICS_BIND": "127.0.0.1:99999"}, "metrics_bind"),
         ("", {"FEDIBRIDGE_INBOX_RETENTION_DAYS": "0"}, "inbox_retention_days"),
         ("", {"FEDIBRIDGE_PUBLIC_FOLLOWERS": "perhaps"}, "FEDIBRIDGE_PUBLIC_FOLLOWERS"),
+        ("", {"FEDIBRIDGE_PORT": "abc"}, "FEDIBRIDGE_PORT='abc': expected a whole number"),
+        ("", {"FEDIBRIDGE_FETCH_TIMEOUT": "soon"}, "FEDIBRIDGE_FETCH_TIMEOUT='soon': expected a number"),
+        ("", {"FEDIBRIDGE_LOG_LEVEL": "loud"}, "log_level='loud': expected one of debug, info"),
+        ('tag_url_template = "{blog_url}/tag/{name}/"\n', {}, "unknown placeholder {name}"),
+        ('tag_url_template = "{blog_url}/tag/{tag"\n', {}, "tag_url_template"),
+        ('tag_url_template = "{blog_url}/tags/"\n', {}, "must contain {tag}"),
+        ('tag_url_template = "/tag/{tag}/"\n', {}, "not an http(s) URL"),
+        ('tag_url_template = "{blog_url}/tag/{tag!r}/"\n', {}, "without ! or :"),
+        ('tag_url_template = "{blog_url}/tag/{0}/"\n', {}, "unknown placeholder {0}"),
+        ("", {"FEDIBRIDGE_LANGUAGE": "fr_FR!"}, "language"),
+        ("", {"FEDIBRIDGE_ADMIN_TOKEN": "two words"}, "admin_token"),
+        ("", {"FEDIBRIDGE_BLOCKED_DOMAINS": "spam example"}, "blocked_domains"),
+        ("", {"FEDIBRIDGE_CORS_ORIGINS": "example.org"}, "cors_origins"),
+        ("fetch_timeout = 0\n", {}, "fetch_timeout"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:
@@ -93,3 +107,10 @@ def test_sqlalchemy_url_mapping() -> None:
     assert config.sqlalchemy_url("sqlite:///data/x.db") == "sqlite+aiosqlite:///data/x.db"
     assert config.sqlalchemy_url("postgresql://u@h/db") == "postgresql+asyncpg://u@h/db"
     assert config.sqlalchemy_url("postgres://u@h/db") == "postgresql+asyncpg://u@h/db"
+
+
+def test_tag_url_templates_that_work_are_accepted(tmp_path: Path) -> None:
+    for template in ("{blog_url}/tag/{tag}/", "https://example.org/?tag={tag}", "{blog_url}/t/{tag}.html",
+                     "{blog_url}/{{literal}}/{tag}"):
+        path = write(tmp_path, f'tag_url_template = "{template}"\nlog_level = "DEBUG"\n')
+        assert config.load(path, {}).tag_url_template == template

@@ -76,7 +76,8 @@ class Cluster:
         async def up() -> bool:
             if proc.returncode is not None:
                 raise AssertionError(f"{name} exited with {proc.returncode}: {log.read_text()}")
-            return f"({role}) on http://" in log.read_text(errors="replace")
+            # "fedibridge X (web) on http://…", or "(worker): …; no HTTP listener": a worker listens nowhere
+            return f"({role})" in log.read_text(errors="replace")
 
         await wait_for(up, 60, 0.05)
         return proc
