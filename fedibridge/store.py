@@ -190,9 +190,9 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     burst (or a full disk, during which checkpoints cannot finish) does not leave a WAL holding the space.
     """
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching a new file to WAL takes a lock others may hold
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     max_pages = os.environ.get(TEST_MAX_PAGES_ENV)
