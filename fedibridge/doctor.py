@@ -76,11 +76,24 @@ async def run_doctor(config_path: str | None) -> int:
         problems += _missing_sqlite(found.database)
     else:
         problems += await _check_database(settings)
+    problems += _check_disk(settings)
     if settings.domain and settings.domain != settings.base_url.split("/")[2]:
         print(f"  note  handle domain {settings.domain} differs from base_url: forward /.well-known/webfinger, "
               f"/.well-known/host-meta and /.well-known/nodeinfo from https://{settings.domain} (README)")
     print("all good" if problems == 0 else f"{problems} problem(s) found")
     return 0 if problems == 0 else 1
+
+
+def _check_disk(settings: config.Settings) -> int:
+    """SQLite only: a full disk stops the inbox (503s), so warn while there is time."""
+    free = disk_free_bytes(settings.database_url)
+    if free is not None and free < LOW_DISK_BYTES:
+        _bad(f"only {free // 2**20} MiB free next to the database; when the disk is full the inbox answers 503",
+             "free disk space (old logs, backups) or move data/ to a larger disk")
+        return 1
+    if free is not None:
+        _ok(f"{free // 2**20} MiB free next to the database")
+    return 0
 
 
 def _missing_sqlite(database: Path) -> int:
@@ -123,11 +136,4 @@ async def _check_database(settings: config.Settings) -> int:
                      "moves a SQLite database aside)")
     finally:
         await store.close()
-    free = disk_free_bytes(settings.database_url)
-    if free is not None and free < LOW_DISK_BYTES:
-        problems += 1
-        _bad(f"only {free // 2**20} MiB free next to the database; when the disk is full the inbox answers 503",
-             "free disk space (old logs, backups) or move data/ to a larger disk")
-    elif free is not None:
-        _ok(f"{free // 2**20} MiB free next to the database")
     return problems

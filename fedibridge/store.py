@@ -91,8 +91,11 @@ def disk_free_bytes(database_url: str) -> int | None:
     path = sqlite_path(database_url)
     if path is None:
         return None
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent  # not created yet (before the first start): where it will be
     try:
-        return shutil.disk_usage(path.parent).free
+        return shutil.disk_usage(directory).free
     except OSError:
         return None
 
