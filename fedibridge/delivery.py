@@ -11,16 +11,13 @@ the database must not be what limits a fan-out to thousands of servers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import random
 import socket
 import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -29,6 +26,7 @@ from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
+from .delivery_rows import RETRYABLE, Claimed, Outcome, backoff, serialize
 from .errors import FetchError
 from .health import Backoff, Health
 from .hosts import netloc_of
@@ -48,7 +46,6 @@ SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (t
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 _T = TypeVar("_T")
-RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))
 
 # The wake-up event of each app's worker. Weak, keyed by app: the app is frozen by the time the
 # worker starts, so the event cannot be stored on it, and several apps may share a process (tests).
@@ -60,48 +57,6 @@ def notify(app: web.Application) -> None:
     event = _WAKE.get(app)
     if event is not None:
         event.set()
-
-
-def backoff(attempts: int, rng: random.Random | None = None) -> float:
-    """Seconds before the next try after `attempts` failed tries (1-based).
-
-    Sidekiq's curve, as Mastodon's delivery uses: attempts⁴ + 15 + rand(0..30)·(attempts+1).
-    Tries 1…16 are spread over about 2.1 days (15 waits: 178,312 s of attempts⁴ plus ~2,250 s of
-    jitter), the last waits being about 10–14 h apart — a server down for a day still gets the post.
-    """
-    r = rng or random
-    return attempts**4 + 15 + r.randint(0, 30) * (attempts + 1)
-
-
-def serialize(payload: Any) -> bytes:
-    """Compact UTF-8 JSON: one byte string per activity, the same for every target."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-@dataclass
-class Claimed:
-    id: int
-    activity_id: int | None
-    kind: str
-    inbox: str
-    host: str
-    body: str | None
-    attempts: int
-    claimed_at: float  # monotonic
-    probe: bool = False
-
-
-@dataclass
-class Outcome:
-    row: Claimed
-    state: str  # done | pending | failed
-    status: int | None
-    error: str | None
-    metric: str  # delivered | retry | failed | gone
-    delay: float = 0.0  # seconds until the next try (state pending)
-    host_failed: bool = False  # counts against the domain's health
-    gone_inbox: str | None = None  # a 410 personal inbox: its follower leaves
-    tried: bool = True  # False when skipped without a POST (unavailable domain)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -19,7 +19,8 @@ from sqlalchemy import select, update
 
 from fedibridge import queue
 from fedibridge.app import METRICS, WORKER_ID
-from fedibridge.delivery import backoff, notify, serialize
+from fedibridge.delivery import notify
+from fedibridge.delivery_rows import backoff, serialize
 from fedibridge.resolver import retry_after_seconds
 from fedibridge.signatures import http_date
 from fedibridge.store import Store, utcnow
