@@ -4,6 +4,7 @@ SQLite database fills up and space is freed. Every 202 must be stored, failures 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from typing import Any
@@ -122,18 +123,17 @@ async def test_full_sqlite_answers_503_then_accepts_again_once_space_is_freed(
     monkeypatch.setenv(TEST_MAX_PAGES_ENV, "600")  # every connection of the bridge: at most 600 pages
     bridge = await make_bridge(moderation="open")
     article = await publish(bridge)
-    filler = sqlite3.connect(path, timeout=30)  # the "other files" on the disk: they leave the bridge ~30 pages
-    filler.execute("CREATE TABLE filler (b BLOB)")
-    while filler.execute("PRAGMA page_count").fetchone()[0] < 570:
-        filler.execute("INSERT INTO filler VALUES (randomblob(3500))")
-        filler.commit()
+    # The "other files" on the disk: they leave the bridge ~30 pages. Used from a thread only:
+    # a blocking wait for SQLite's lock on the event loop would stop the bridge, which shares the loop, from
+    # ever releasing it (a deadlock that ends in "database is locked").
+    filler = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    await asyncio.to_thread(_fill, filler, 570)
     async with RemoteInstance() as remote:
         stream = ReplyStream(remote, remote.add_actor("alice"), f"{bridge.url}/inbox", article)
         stream.start()
         try:
             await wait_for(lambda: _count(stream, 503, 10), 60, 0.05)  # the disk is full
-            filler.execute("DROP TABLE filler")  # space is freed
-            filler.commit()
+            await asyncio.to_thread(_drop_filler, filler)  # space is freed
             freed = time.monotonic()
             await _recovers(stream, freed)
             await wait_for(lambda: _count_since(stream, freed, 202, 30), 30, 0.05)
@@ -149,6 +149,18 @@ async def test_full_sqlite_answers_503_then_accepts_again_once_space_is_freed(
         metrics = await (await bridge.http.get(f"{bridge.url}/metrics", headers=bridge.admin)).text()
         assert "fedibridge_disk_free_bytes " in metrics
         assert 'fedibridge_inbox_requests_total{outcome="unavailable"}' in metrics
+
+
+def _fill(filler: sqlite3.Connection, pages: int) -> None:
+    filler.execute("CREATE TABLE filler (b BLOB)")
+    while filler.execute("PRAGMA page_count").fetchone()[0] < pages:
+        filler.execute("INSERT INTO filler VALUES (randomblob(3500))")
+        filler.commit()
+
+
+def _drop_filler(filler: sqlite3.Connection) -> None:
+    filler.execute("DROP TABLE filler")
+    filler.commit()
 
 
 async def _count(stream: ReplyStream, status: int, n: int) -> bool:
