@@ -10,6 +10,8 @@ import asyncio
 import logging
 import os
 import shutil
+import sqlite3
+import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -194,7 +196,16 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")  # first: switching a new file to WAL takes a lock others may hold
-    cur.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(50):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            # Switching a new file to WAL needs an exclusive lock and SQLite does not run the busy handler for
+            # it: processes starting together on a new database would fail "database is locked". Wait (≤ 5 s).
+            if "locked" not in str(exc) or attempt == 49:
+                raise
+            time.sleep(0.1)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
