@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
-from typing import Literal
+from typing import Literal, cast
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ from .logsafe import logger, register_secret
 from .metrics import Metrics
 from .remote_actors import Resolver
 from .resolver import GuardedClient, Signer
+from .services import Services
 from .store import Store
 from .vocab import Site
 
@@ -44,6 +45,8 @@ JOBS = web.AppKey("jobs", list)
 BLOCK_CACHE = web.AppKey("block_cache", dict)
 # Long-lived tasks report here; /healthz answers 503 naming any failing for longer than the grace.
 HEALTH = web.AppKey("health", Health)
+# Everything above in one object, set once storage and the client are open: what new code should use.
+SERVICES = web.AppKey("services", Services)
 
 JobFactory = Callable[[web.Application], Awaitable[None]]
 
@@ -99,6 +102,7 @@ def create_app(settings: Settings, role: Role = "all") -> web.Application:
     app[HEALTH] = Health(grace=settings.health_grace_seconds)
     app.cleanup_ctx.append(_storage)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_identity_sync)
     if role in ("all", "web"):
         setup_routes(app)
@@ -141,6 +145,16 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     app[RESOLVER] = Resolver(client)
     yield
     await client.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    app[SERVICES] = Services(
+        settings=app[SETTINGS], keys=app[KEYS], site=app[SITE], admin_token=app[ADMIN_TOKEN],
+        role=cast(Role, app[ROLE]),
+        worker_id=app[WORKER_ID], metrics=app[METRICS], health=app[HEALTH], store=app[STORE],
+        client=app[CLIENT], resolver=app[RESOLVER], block_cache=app[BLOCK_CACHE],
+    )
+    yield
 
 
 async def _identity_sync(app: web.Application) -> AsyncIterator[None]:
