@@ -24,9 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import vocab
+from .enqueue import enqueue_to_followers
 from .errors import BadRequest, Gone, NotFound
 from .models import Article
-from .queue import enqueue_to_followers
 from .sanitize import sanitize_article
 from .store import Store, utcnow
 from .tables import activities, articles, reactions

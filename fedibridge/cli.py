@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__, config, installation
+from .doctor import run_doctor
 from .errors import ConfigError, FedibridgeError
 from .keys import ensure_admin_token, ensure_keypair
-from .store import sqlite_path
+from .store import Store, sqlite_path
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -105,8 +106,6 @@ def _blog_url(args: argparse.Namespace, base_url: str, domain: str) -> str:
 
 
 async def _trial_articles(settings: config.Settings) -> installation.ForeignArticles:
-    from .store import Store
-
     store = await Store.open(settings.database_url, migrate=False)
     try:
         return await installation.foreign_articles(store, settings.base)
@@ -209,9 +208,11 @@ def _banner(settings: config.Settings, role: str, key_created: bool, token_creat
 
 
 async def _serve(settings: config.Settings, role: str) -> int:
+    # Lazy on purpose (start-up cost): only `serve` needs aiohttp and the whole app; `init`, `doctor`
+    # and `--help` stay quick.
     from aiohttp import web
 
-    from .app import create_app
+    from .app import create_app  # lazy-import: start-up cost
 
     _, key_created = ensure_keypair(settings.keys_path)
     token_created = False
@@ -248,8 +249,6 @@ WEB_SHUTDOWN_SECONDS = 2.0  # an inbox request is answered within milliseconds o
 
 # -------------------------------------------------------------------------------------------- doctor
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import run_doctor
-
     return asyncio.run(run_doctor(getattr(args, "config", None)))
 
 
@@ -290,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "check configuration, keys, database and migrations")
 
     # Feature commands: each module adds its subparsers through `add` and sets their `func`.
-    from . import cli_articles, cli_comments, cli_delivery
+    # Lazy on purpose (start-up cost): the feature commands load the app (aiohttp) for what they publish.
+    from . import cli_articles, cli_comments, cli_delivery  # lazy-import: start-up cost
 
     for module in (cli_articles, cli_delivery, cli_comments):
         module.add_commands(add)

@@ -14,8 +14,8 @@ from typing import Any
 from . import articles, config, feedsource, frontmatter, installation
 from .app import make_site
 from .errors import BadRequest, FetchError
+from .http_client import GuardedClient
 from .keys import load_keypair
-from .resolver import GuardedClient
 from .store import Store
 from .vocab import Site
 

@@ -10,17 +10,14 @@ Every change emits its webhook event here; reading and JSON shapes live in comme
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation, webhook
-from .app import CLIENT, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from .comment_views import comment_from_row, comment_json, find_article, get_comment, select_comments
 from .config import Settings
 from .errors import FetchError
@@ -28,14 +25,13 @@ from .hosts import authority_of, same_origin
 from .logsafe import logger
 from .models import Author, Comment
 from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
-from .queue import insert_ignore
 from .reactions import on_react, on_undo
-from .store import utcnow
+from .services import Handler, Services
+from .store import insert_ignore, utcnow
 from .tables import articles, comments, reactions
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
-Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 MAX_PARENT_DEPTH = 8  # how far up an unknown thread we fetch before giving up
 PARENT_BUDGET = 3.0  # seconds one activity may spend completing its thread, all parent fetches together
 METRIC = "fedibridge_comments_total"
@@ -114,7 +110,7 @@ class _Target:
     parent_id: int | None
 
 
-async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> RemoteNote | None:
+async def _trusted_note(services: Services, obj: Any, actor_id: str) -> RemoteNote | None:
     """The note of a Create/Update, only if the sender is its author and it lives on the sender's origin.
 
     None when the object is not note-like (not our business); Refused when it is someone else's.
@@ -125,7 +121,7 @@ async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> Remote
         if not same_origin(obj, actor_id):
             raise Refused(f"object {obj} is not on the sender's server")
         try:
-            obj = await app[RESOLVER].fetch_object(obj)  # by id only: its own origin is the authority
+            obj = await services.resolver.fetch_object(obj)  # by id only: its own origin is the authority
         except FetchError as exc:
             if exc.http_status in (404, 410):
                 raise Refused(f"object {obj} is gone") from exc
@@ -144,7 +140,7 @@ async def _trusted_note(app: web.Application, obj: Any, actor_id: str) -> Remote
     return note
 
 
-async def _locate(app: web.Application, ref: str | None) -> _Target | None:
+async def _locate(services: Services, ref: str | None) -> _Target | None:
     """Which article (and parent comment) a reply belongs to, within the thread-completion budget.
 
     Unknown parents are fetched (at most MAX_PARENT_DEPTH, PARENT_BUDGET seconds in all), so a chain of
@@ -154,26 +150,26 @@ async def _locate(app: web.Application, ref: str | None) -> _Target | None:
     """
     try:
         async with asyncio.timeout(PARENT_BUDGET):
-            return await _locate_parent(app, ref)
+            return await _locate_parent(services, ref)
     except TimeoutError:
         raise FetchError(f"thread completion for {ref} took over {PARENT_BUDGET:g} s; retrying later") from None
 
 
-async def _locate_parent(app: web.Application, ref: str | None, depth: int = 0) -> _Target | None:
+async def _locate_parent(services: Services, ref: str | None, depth: int = 0) -> _Target | None:
     """One step up the thread; unknown parents are fetched and stored."""
     if not ref:
         return None
-    async with app[STORE].connect() as conn:
-        article = await find_article(conn, app[SITE], ref)
+    async with services.store.connect() as conn:
+        article = await find_article(conn, services.site, ref)
         if article is not None:
             return _Target(article.id, None)
         parent = await _row_by_ap_id(conn, ref)
         if parent is not None:
             return _Target(parent.article_id, parent.id)
-    if depth >= MAX_PARENT_DEPTH or ref.startswith(app[SITE].base + "/"):
+    if depth >= MAX_PARENT_DEPTH or ref.startswith(services.site.base + "/"):
         return None
     try:
-        doc = await app[RESOLVER].fetch_object(ref)
+        doc = await services.resolver.fetch_object(ref)
         note = parse_note(doc)
     except FetchError as exc:
         if exc.http_status is not None and 400 <= exc.http_status < 500 and exc.http_status != 429 \
@@ -184,20 +180,20 @@ async def _locate_parent(app: web.Application, ref: str | None, depth: int = 0) 
         return None
     if authority_of(note.attributed_to) != authority_of(note.id):
         return None  # an object may only speak for authors of its own server
-    found = await _locate_parent(app, note.in_reply_to, depth + 1)
+    found = await _locate_parent(services, note.in_reply_to, depth + 1)
     if found is None:
         return None
     try:
-        stored = await _store_note(app, note, found)
+        stored = await _store_note(services, note, found)
     except Refused:
         stored = None  # a blocked parent: the reply still belongs to the article, at the top level
     return _Target(found.article_id, stored.id if stored else None)
 
 
-async def _author(app: web.Application, actor_id: str) -> Author:
+async def _author(services: Services, actor_id: str) -> Author:
     """Name, handle and avatar from the actor document; the id alone if it cannot be fetched."""
     try:
-        return (await app[RESOLVER].actor(actor_id)).to_author()
+        return (await services.resolver.actor(actor_id)).to_author()
     except FetchError as exc:
         log.info("keeping comment of %s without profile: %s", actor_id, exc)
         return Author(id=actor_id, url=actor_id)
@@ -214,9 +210,9 @@ def _values(note: RemoteNote) -> dict[str, Any]:
     }
 
 
-async def _store_note(app: web.Application, note: RemoteNote, target: _Target) -> Comment | None:
+async def _store_note(services: Services, note: RemoteNote, target: _Target) -> Comment | None:
     """Insert a comment once (idempotent by object id) with its moderation status; None if blocked."""
-    settings, store = app[SETTINGS], app[STORE]
+    settings, store = services.settings, services.store
     async with store.connect() as conn:
         existing = await _row_by_ap_id(conn, note.id)
         if existing is not None:
@@ -224,13 +220,13 @@ async def _store_note(app: web.Application, note: RemoteNote, target: _Target) -
         if await moderation.is_blocked(conn, settings, note.attributed_to):
             raise Refused(f"{note.attributed_to} is blocked")
         article_url = (await conn.execute(select(articles.c.url).where(articles.c.id == target.article_id))).scalar()
-    author = await _author(app, note.attributed_to)
+    author = await _author(services, note.attributed_to)
     values = _values(note)
     now = utcnow()
     published = note.published or now
     verdict: moderation.Verdict = "ham"
     if values["visibility"] != "private" and moderation.spam_check_enabled(settings):
-        verdict = await moderation.spam_check(app[CLIENT], settings, moderation.SpamQuery(
+        verdict = await moderation.spam_check(services.client, settings, moderation.SpamQuery(
             author.name or author.handle or author.id, author.url or author.id, note.content_html, published,
             str(article_url), note.language))
     async with store.begin() as conn:
@@ -244,46 +240,46 @@ async def _store_note(app: web.Application, note: RemoteNote, target: _Target) -
         c = comment_from_row(await _row_by_ap_id(conn, note.id))
         if result.rowcount:
             await _event(conn, settings, "comment.created", c, now)
-            app[METRICS].inc(METRIC, status=status, visibility=c.visibility)
+            services.metrics.inc(METRIC, status=status, visibility=c.visibility)
     return c
 
 
-async def on_create(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_create(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Create of a note replying to an article or to a known comment → a comment."""
     obj = activity.get("object")
     if isinstance(obj, dict) and set(as_list(obj.get("type"))) & ACTOR_TYPES:
         return None
     try:
-        note = await _trusted_note(app, obj, actor_id)
+        note = await _trusted_note(services, obj, actor_id)
         if note is None or not note.in_reply_to:
             return None
-        target = await _locate(app, note.in_reply_to)
+        target = await _locate(services, note.in_reply_to)
         if target is None:
             return None  # not a reply to the blog
-        c = await _store_note(app, note, target)
+        c = await _store_note(services, note, target)
     except Refused as exc:
         log.info("Create from %s refused: %s", actor_id, exc)
         return "comment_refused"
     return f"comment_{c.status}" if c else None
 
 
-async def on_update(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_update(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Update by the author edits the comment (marked edited); an actor's own Update refreshes its name."""
     obj = activity.get("object")
     if isinstance(obj, dict) and set(as_list(obj.get("type"))) & ACTOR_TYPES:
-        return await _refresh_author(app, actor_id) if ref_id(obj) == actor_id else None
+        return await _refresh_author(services, actor_id) if ref_id(obj) == actor_id else None
     object_id = ref_id(obj)
     if not object_id:
         return None
-    async with app[STORE].connect() as conn:
+    async with services.store.connect() as conn:
         row = await _row_by_ap_id(conn, object_id)
     if row is None:
-        return await on_create(app, activity, actor_id)  # an edit may add the reply to us
+        return await on_create(services, activity, actor_id)  # an edit may add the reply to us
     if row.author_id != actor_id:
         log.warning("Update of %s by %s refused: not its author", object_id, actor_id)
         return "comment_refused"
     try:
-        note = await _trusted_note(app, obj, actor_id)
+        note = await _trusted_note(services, obj, actor_id)
     except Refused as exc:
         log.info("Update from %s refused: %s", actor_id, exc)
         return "comment_refused"
@@ -293,14 +289,14 @@ async def on_update(app: web.Application, activity: dict[str, Any], actor_id: st
         return "comment_deleted_already"
     now, values = utcnow(), _values(note)
     status = row.status
-    if app[SETTINGS].moderation == "hold" and status == "approved" and _shows_new_text(row, values):
+    if services.settings.moderation == "hold" and status == "approved" and _shows_new_text(row, values):
         status = "pending"  # the owner approved the old text, not this one ("known" mode trusts the author)
-    async with app[STORE].begin() as conn:
+    async with services.store.begin() as conn:
         await conn.execute(comments.update().where(comments.c.id == row.id).values(
             edited=True, updated=note.updated or now, status=status, **values))
         c = await get_comment(conn, row.id)
         assert c is not None
-        await _event(conn, app[SETTINGS], "comment.edited", c, now)
+        await _event(conn, services.settings, "comment.edited", c, now)
     return "comment_edited"
 
 
@@ -309,16 +305,16 @@ def _shows_new_text(row: Any, values: dict[str, Any]) -> bool:
     return any(row._mapping[k] != values[k] for k in ("content_html", "summary", "attachments"))
 
 
-async def _refresh_author(app: web.Application, actor_id: str) -> str | None:
-    async with app[STORE].connect() as conn:
+async def _refresh_author(services: Services, actor_id: str) -> str | None:
+    async with services.store.connect() as conn:
         if (await conn.execute(select(comments.c.id).where(comments.c.author_id == actor_id).limit(1))).first() is None:
             return None
     try:
-        author = (await app[RESOLVER].actor(actor_id, refresh=True)).to_author()  # from origin, not embedded
+        author = (await services.resolver.actor(actor_id, refresh=True)).to_author()  # from origin, not embedded
     except FetchError:
         return None
-    async with app[STORE].begin() as conn:
-        if app[SETTINGS].moderation == "hold":
+    async with services.store.begin() as conn:
+        if services.settings.moderation == "hold":
             # A new display name is new text next to approved comments: in hold mode the owner sees it first.
             renamed = comments.c.author_name.is_distinct_from(author.name) | \
                 comments.c.author_handle.is_distinct_from(author.handle)
@@ -331,7 +327,7 @@ async def _refresh_author(app: web.Application, actor_id: str) -> str | None:
     return "comment_authors_refreshed"
 
 
-async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_delete(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Delete of a comment by its author erases it; Delete of the actor itself erases all it said."""
     obj = activity.get("object")
     object_id = ref_id(obj)
@@ -341,8 +337,8 @@ async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: st
     if claimed is not None and claimed != actor_id:
         log.warning("Delete of %s by %s refused: attributed to %s", object_id, actor_id, claimed)
         return "comment_refused"
-    settings, now = app[SETTINGS], utcnow()
-    async with app[STORE].begin() as conn:
+    settings, now = services.settings, utcnow()
+    async with services.store.begin() as conn:
         if object_id == actor_id:
             rows = await conn.execute(select_comments().where(comments.c.author_id == actor_id))
             erased = [await erase(conn, settings, comment_from_row(r), now) for r in list(rows)]

@@ -13,16 +13,22 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
+from . import __version__
 from .errors import ConfigError
 from .hosts import host_of
 
 ENV_PREFIX = "FEDIBRIDGE_"
 # FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
 NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL", "TEST_SQLITE_MAX_PAGES"}
-MODERATION_MODES = ("known", "open", "hold")
+# Closed choices: the types say so (mypy checks every use), validate() checks the values read.
+ObjectType = Literal["Note", "Article"]
+ContentMode = Literal["excerpt", "full"]
+Scheme = Literal["cavage", "rfc9421"]  # HTTP signature schemes we sign with
+ModerationMode = Literal["known", "open", "hold"]
+MODERATION_MODES: tuple[ModerationMode, ...] = get_args(ModerationMode)
 
 
 @dataclass(frozen=True)
@@ -46,8 +52,8 @@ class Settings:
     allow_private_addresses: bool = False
     user_agent: str = ""
     # publishing
-    object_type: str = "Note"  # Note | Article
-    content_mode: str = "excerpt"  # excerpt | full
+    object_type: ObjectType = "Note"
+    content_mode: ContentMode = "excerpt"
     tag_url_template: str = "{blog_url}/tag/{tag}/"
     feed_entries: int = 20
     source_feed: str = ""
@@ -58,7 +64,7 @@ class Settings:
     indexable: bool = True
     # inbox and delivery
     signature_window: int = 3600
-    signature_scheme: str = "cavage"  # cavage | rfc9421 (tried first, with fallback)
+    signature_scheme: Scheme = "cavage"  # tried first, the other as fallback
     max_inbox_bytes: int = 1_048_576
     delivery_concurrency: int = 64
     delivery_per_host: int = 4
@@ -69,7 +75,7 @@ class Settings:
     inbox_retention_days: int = 7  # handled inbox rows are deleted after this many days
     health_grace_seconds: int = 30  # a task failing this long (database away…) makes /healthz answer 503
     # comments
-    moderation: str = "known"
+    moderation: ModerationMode = "known"
     blocked_domains: list[str] = field(default_factory=list)
     blocked_actors: list[str] = field(default_factory=list)
     cors_origins: list[str] = field(default_factory=list)  # default: the blog's origin
@@ -110,8 +116,6 @@ class Settings:
 
     @property
     def agent(self) -> str:
-        from . import __version__
-
         return self.user_agent or f"fedibridge/{__version__} (+{self.base})"
 
     def replace(self, **changes: Any) -> Settings:
@@ -195,12 +199,10 @@ def validate(s: Settings) -> Settings:
                           "everything at exit; give a file, e.g. sqlite:///data/fedibridge.db")
     if s.moderation not in MODERATION_MODES:
         raise ConfigError(f"invalid setting moderation={s.moderation!r}: expected one of {', '.join(MODERATION_MODES)}")
-    if s.object_type not in ("Note", "Article"):
-        raise ConfigError(f"invalid setting object_type={s.object_type!r}: expected Note or Article")
-    if s.content_mode not in ("excerpt", "full"):
-        raise ConfigError(f"invalid setting content_mode={s.content_mode!r}: expected excerpt or full")
-    if s.signature_scheme not in ("cavage", "rfc9421"):
-        raise ConfigError(f"invalid setting signature_scheme={s.signature_scheme!r}: expected cavage or rfc9421")
+    for name, kind in (("object_type", ObjectType), ("content_mode", ContentMode), ("signature_scheme", Scheme)):
+        choices = get_args(kind)
+        if getattr(s, name) not in choices:
+            raise ConfigError(f"invalid setting {name}={getattr(s, name)!r}: expected {' or '.join(choices)}")
     if not 0 < s.port < 65536:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",

@@ -1,9 +1,8 @@
-"""The delivery worker: claims due rows from `deliveries`, POSTs them, records what happened.
+"""The delivery queue (ActivityPub deliveries and webhooks) on the leased-row worker: POST, record what happened.
 
-Rows are claimed with a lease (`locked_until`, `locked_by`) in one statement — `UPDATE … WHERE id IN
-(SELECT … FOR UPDATE SKIP LOCKED)` on PostgreSQL, the same statement under SQLite's single writer — so
-any number of worker processes share the queue and a worker killed with -9 loses nothing: its rows
-are due again when the lease runs out (at once, when the dead worker ran on this machine).
+Claiming, leases, finishing, releasing and reaping dead local workers are worker.py's, as for every queue;
+this module adds what is delivery's own: a pipeline that keeps up to 2 × delivery_concurrency rows in
+flight (per-host limits, one probe per unavailable domain), 410 → the follower leaves, domain health.
 Outcomes are written in batches, payloads are serialized once per activity, connections are reused:
 the database must not be what limits a fan-out to thousands of servers.
 """
@@ -12,34 +11,42 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from aiohttp import web
-from sqlalchemy import and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
 from .delivery_rows import RETRYABLE, Claimed, Outcome, backoff, serialize
 from .errors import FetchError
-from .health import Backoff, Health
+from .health import Health
 from .hosts import netloc_of
+from .http_client import retry_after_seconds
 from .logsafe import logger
-from .resolver import retry_after_seconds
+from .services import Services
 from .store import Store, utcnow, wait_event
 from .tables import activities, deliveries, domains, followers
+from .worker import (
+    Finish,
+    Policy,
+    Queue,
+    claim,
+    finish,
+    listening,
+    reap_dead_local_workers,
+    release,
+    run_loop,
+)
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 LEASE = timedelta(minutes=5)  # default claim; settings.delivery_lease_seconds decides
 BATCH = 200  # rows claimed per statement
-POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (notify() here, wakeup.announce elsewhere)
+POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (services.wake.delivery here, wakeup.announce elsewhere)
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (the whole stop: ≤ 10 s)
@@ -47,26 +54,9 @@ TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 _T = TypeVar("_T")
 
-# The wake-up event of each app's worker. Weak, keyed by app: the app is frozen by the time the
-# worker starts, so the event cannot be stored on it, and several apps may share a process (tests).
-_WAKE: weakref.WeakKeyDictionary[web.Application, asyncio.Event] = weakref.WeakKeyDictionary()
-
-
-def notify(app: web.Application) -> None:
-    """Tell this process's worker that rows were enqueued (call after the commit); a no-op without a worker."""
-    event = _WAKE.get(app)
-    if event is not None:
-        event.set()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
+QUEUE = Queue(deliveries, order=("next_attempt_at", "id"), owned=True,
+              columns=("id", "activity_id", "kind", "inbox", "host", "body", "attempts"))
 
 
 class Worker:
@@ -74,7 +64,7 @@ class Worker:
 
     def __init__(
         self, *, store: Store, client: Any, settings: Any, metrics: Any, worker_id: str,
-        health: Health | None = None,
+        health: Health | None = None, wake: asyncio.Event | None = None,
     ) -> None:
         self.health = health or Health()
         self.store = store
@@ -82,9 +72,12 @@ class Worker:
         self.settings = settings
         self.metrics = metrics
         self.worker_id = worker_id
-        self.wake = asyncio.Event()
+        self.wake = wake or asyncio.Event()  # services.wake.delivery: set after rows are enqueued
         # A claimed row is another worker's again after this (the only recovery for other machines' workers).
         self.lease = timedelta(seconds=getattr(settings, "delivery_lease_seconds", LEASE.total_seconds()))
+        # Mastodon-like retries over ~2 days; a Retry-After is honoured, never under a second.
+        self.policy = Policy(lease=self.lease, batch=BATCH, max_attempts=settings.delivery_max_attempts,
+                             retry=backoff, poll=POLL_SECONDS, min_delay=1.0)
         self.limit = asyncio.Semaphore(settings.delivery_concurrency)
         # Claim ahead only what is about to be sent: rows held here are invisible to other workers.
         self.max_claimed = max(16, 2 * settings.delivery_concurrency)
@@ -99,26 +92,8 @@ class Worker:
 
     # ------------------------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        retry = Backoff()
-        try:
-            while True:
-                try:
-                    await self.step()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the database is away (or a bug): keep trying, say so on /healthz
-                    if not self.health.is_failing(TASK):
-                        log.exception("delivery worker step failed; retrying")
-                    self.health.failing(TASK, exc)
-                    await asyncio.sleep(retry.next())
-                    continue
-                if self.health.is_failing(TASK):
-                    log.warning("delivery worker: working again")
-                self.health.ok(TASK)
-                retry.reset()
-        except asyncio.CancelledError:
-            await self.shutdown()
-            raise
+        """Forever (the leased-row worker's loop): step, report health, back off; on stop hand rows back."""
+        await run_loop(TASK, self.health, self.step, self.shutdown)
 
     async def step(self) -> None:
         """One turn: flush outcomes, reap dead local workers, claim what fits, then wait for work."""
@@ -155,39 +130,19 @@ class Worker:
 
     # ----------------------------------------------------------------------------------- claiming
     async def claim(self, n: int) -> list[Claimed]:
-        now = utcnow()
-        due = (
-            select(deliveries.c.id)
-            .where(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now,
-                   or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now))
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-            .limit(n)
-        )
-        if self.store.is_postgres:
-            due = due.with_for_update(skip_locked=True)
-        elif not await self.store.has_rows(due):  # SQLite: an idle poll takes no write lock
+        claimed = await claim(self.store, QUEUE, self.policy, self.worker_id, limit=n)
+        if not claimed:
             return []
-        stmt = (
-            update(deliveries)
-            .where(deliveries.c.id.in_(due.scalar_subquery()))
-            .values(locked_until=now + self.lease, locked_by=self.worker_id)
-            .returning(deliveries.c.id, deliveries.c.activity_id, deliveries.c.kind, deliveries.c.inbox,
-                       deliveries.c.host, deliveries.c.body, deliveries.c.attempts)
-        )
-        async with self.store.begin() as conn:
-            result = (await conn.execute(stmt)).all()
-            if not result:
-                return []
-            # Host from the inbox itself: rows queued before hosts were normalised may spell it otherwise.
-            rows = [Claimed(r.id, r.activity_id, r.kind, r.inbox, netloc_of(r.inbox) or r.host, r.body, r.attempts,
-                            time.monotonic())
-                    for r in result]
+        # Host from the inbox itself: rows queued before hosts were normalised may spell it otherwise.
+        rows = [Claimed(r.id, r.activity_id, r.kind, r.inbox, netloc_of(r.inbox) or r.host, r.body, r.attempts,
+                        time.monotonic())
+                for r in claimed]
+        hosts = {r.host for r in rows if r.kind == "ap"}
+        async with self.store.connect() as conn:
             await self._load_payloads(conn, {r.activity_id for r in rows if r.kind == "ap" and r.activity_id})
-            hosts = {r.host for r in rows if r.kind == "ap"}
             down = set((await conn.execute(
                 select(domains.c.host).where(domains.c.host.in_(hosts), domains.c.unavailable.is_(True))
             )).scalars()) if hosts else set()
-        rows.sort(key=lambda r: r.id)
         if down:
             rows = await self._skip_unavailable(rows, down)
         return rows
@@ -223,28 +178,7 @@ class Worker:
 
         Other machines' workers are only trusted to be dead when their lease expires.
         """
-        prefix = socket.gethostname() + ":"
-        now = utcnow()
-        async with self.store.connect() as conn:
-            owners = (await conn.execute(
-                select(deliveries.c.locked_by).distinct()
-                .where(deliveries.c.state == "pending", deliveries.c.locked_until > now,
-                       deliveries.c.locked_by.like(prefix.replace("%", r"\%").replace("_", r"\_") + "%",
-                                                   escape="\\"))
-            )).scalars().all()
-        dead = []
-        for owner in owners:
-            if owner == self.worker_id:
-                continue
-            pid = owner[len(prefix):].split(":", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                dead.append(owner)
-        if dead:
-            async with self.store.begin() as conn:
-                result = await conn.execute(
-                    update(deliveries).where(deliveries.c.locked_by.in_(dead), deliveries.c.state == "pending")
-                    .values(locked_until=None, locked_by=None))
-            log.info("released %d delivery rows of dead workers %s", result.rowcount, ", ".join(dead))
+        await reap_dead_local_workers(self.store, QUEUE, self.worker_id)
 
     # ---------------------------------------------------------------------------------- delivering
     def _host_limit(self, host: str) -> asyncio.Semaphore:
@@ -315,11 +249,10 @@ class Worker:
                 *, host_failed: bool) -> Outcome:
         """A retryable failure: back off, or give up after delivery_max_attempts tries."""
         tries = row.attempts + 1
-        if tries >= self.settings.delivery_max_attempts:
+        if self.policy.gives_up(tries):
             return Outcome(row, "failed", status, f"gave up after {tries} attempts: {error}", "failed",
                            host_failed=host_failed and row.kind == "ap")
-        delay = retry_after if retry_after is not None else backoff(tries)
-        return Outcome(row, "pending", status, error, "retry", delay=max(delay, 1.0),
+        return Outcome(row, "pending", status, error, "retry", delay=self.policy.delay(tries, retry_after),
                        host_failed=host_failed and row.kind == "ap")
 
     # ------------------------------------------------------------------------------------ recording
@@ -329,24 +262,16 @@ class Worker:
         if not batch:
             return
         now = utcnow()
-        params = [{
-            "b_id": o.row.id, "b_state": o.state, "b_attempts": o.row.attempts + int(o.tried),
-            "b_next": now + timedelta(seconds=o.delay) if o.state == "pending" else now,
-            "b_status": o.status, "b_error": o.error[:1000] if o.error else None,
-            "b_finished": None if o.state == "pending" else now,
-        } for o in batch]
-        stmt = (
-            update(deliveries)
-            .where(deliveries.c.id == bindparam("b_id"), deliveries.c.locked_by == self.worker_id)
-            .values(state=bindparam("b_state"), attempts=bindparam("b_attempts"),
-                    next_attempt_at=bindparam("b_next"), last_status=bindparam("b_status"),
-                    last_error=bindparam("b_error"), finished_at=bindparam("b_finished"),
-                    last_attempt_at=now, locked_until=None, locked_by=None)
-        )
+        finished = [Finish(o.row.id, {
+            "state": o.state, "attempts": o.row.attempts + int(o.tried),
+            "next_attempt_at": now + timedelta(seconds=o.delay) if o.state == "pending" else now,
+            "last_status": o.status, "last_error": o.error[:1000] if o.error else None,
+            "finished_at": None if o.state == "pending" else now,
+        }) for o in batch]
         ok_hosts = {o.row.host for o in batch if o.metric == "delivered" and o.row.kind == "ap"}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts
         async with self.store.begin() as conn:
-            await conn.execute(stmt, params)
+            await finish(conn, QUEUE, self.worker_id, finished, last_attempt_at=now)
             gone = [o for o in batch if o.gone_inbox]
             for o in gone:
                 await self._follower_gone(conn, o)
@@ -369,13 +294,7 @@ class Worker:
         log.info("removed %d follower(s) with inbox %s (410 Gone)", result.rowcount, inbox)
 
     async def _release(self, ids: list[int]) -> None:
-        if ids:
-            async with self.store.begin() as conn:
-                await conn.execute(
-                    update(deliveries)
-                    .where(and_(deliveries.c.id.in_(ids), deliveries.c.locked_by == self.worker_id,
-                                deliveries.c.state == "pending"))
-                    .values(locked_until=None, locked_by=None))
+        await release(self.store, QUEUE, self.worker_id, ids)
 
     async def shutdown(self) -> None:
         """Stop claiming, let in-flight POSTs finish (bounded), record them, hand the rest back."""
@@ -401,18 +320,9 @@ class Worker:
         self.claimed.clear()
 
 
-async def run(app: web.Application) -> None:
+async def run(services: Services) -> None:
     """The background job app.py starts for roles all/worker."""
-    from .app import CLIENT, HEALTH, METRICS, SETTINGS, STORE, WORKER_ID
-    from .wakeup import listen
-
-    worker = Worker(store=app[STORE], client=app[CLIENT], settings=app[SETTINGS], metrics=app[METRICS],
-                    worker_id=app[WORKER_ID], health=app[HEALTH])
-    _WAKE[app] = worker.wake
-    listener = asyncio.create_task(listen(app, worker.wake, "delivery-listen"), name="delivery-listen")
-    try:
-        await worker.run()
-    finally:
-        _WAKE.pop(app, None)
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+    worker = Worker(store=services.store, client=services.client, settings=services.settings,
+                    metrics=services.metrics, worker_id=services.worker_id, health=services.health,
+                    wake=services.wake.delivery)
+    await listening(services.store, services.health, worker.wake, "delivery-listen", worker.run)

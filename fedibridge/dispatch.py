@@ -7,14 +7,10 @@ the activity and returns a short outcome label, or None when the activity was no
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
-
 from . import comments, followers
-
-Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
+from .services import Handler, Services
 
 
 def _build() -> dict[str, list[Handler]]:
@@ -28,11 +24,11 @@ def _build() -> dict[str, list[Handler]]:
 HANDLERS: dict[str, list[Handler]] = _build()
 
 
-async def dispatch(app: web.Application, activity: dict[str, Any], actor_id: str) -> str:
+async def dispatch(services: Services, activity: dict[str, Any], actor_id: str) -> str:
     """Run every handler for the activity's type; "ignored" when none applies or none cared."""
     outcomes = []
     for handler in HANDLERS.get(str(activity.get("type")), []):
-        outcome = await handler(app, activity, actor_id)
+        outcome = await handler(services, activity, actor_id)
         if outcome:
             outcomes.append(outcome)
     return "+".join(outcomes) if outcomes else "ignored"

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .queue import insert_ignore
-from .store import Store
+from .store import Store, insert_ignore
 from .tables import domains
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Following the blog's own feed: RSS 0.9x/1.0/2.0 and Atom (feedparser) and JSON Feed (parsed here).
 
-`run(app)` polls `source_feed` every `feed_poll_interval` seconds with a conditional GET, publishes
+`run(services)` polls `source_feed` every `feed_poll_interval` seconds with a conditional GET, publishes
 new entries and updates changed ones; entries that vanish from the feed are left alone (feeds only
 hold the latest N). One transaction per entry: a failure never leaves an article half-published.
 The very first successful poll records the blog's existing entries like `fedibridge import` does,
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import feedparser
-from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,9 +28,9 @@ from .enclosures import measure_images
 from .errors import BadRequest, FedibridgeError, FetchError, Gone
 from .health import Backoff, is_storage_outage
 from .logsafe import logger
-from .queue import insert_ignore
 from .sanitize import plain_text, text_to_html
-from .store import Store, utcnow
+from .services import Services
+from .store import Store, insert_ignore, utcnow
 from .tables import feed_state
 from .vocab import Site, media_type
 
@@ -306,55 +305,53 @@ async def _save_state(store: Store, source: str, **values: Any) -> None:
         await conn.execute(feed_state.update().where(feed_state.c.url == source).values(**values))
 
 
-async def poll_once(app: web.Application, source: str | None = None) -> PollResult:
+async def poll_once(services: Services, source: str | None = None) -> PollResult:
     """One poll of the source feed; never raises for feed problems (logs one line, retries next time)."""
-    from .app import CLIENT, METRICS, SETTINGS, SITE, STORE
 
-    settings = app[SETTINGS]
-    store = app[STORE]
+    settings = services.settings
+    store = services.store
     source = source or settings.source_feed
     state = await _state(store, source)
     first = state is None or state.last_polled is None
     try:
-        fetched = await fetch(app[CLIENT], source, state.etag if state else None,
+        fetched = await fetch(services.client, source, state.etag if state else None,
                               state.last_modified if state else None)
         if fetched.status == 304:
             await _save_state(store, source, last_polled=utcnow(), last_error=None)
-            app[METRICS].inc("feed_polls_total", result="not_modified")
+            services.metrics.inc("fedibridge_feed_polls_total", result="not_modified")
             return PollResult(not_modified=True)
         entries = parse_feed(fetched.body, fetched.content_type)
     except (FeedError, FetchError) as exc:
         log.warning("source feed %s: cannot fetch or parse (%s); will retry in %d s",
                     source, exc, settings.feed_poll_interval)
         await _save_state(store, source, last_error=str(exc)[:1000])
-        app[METRICS].inc("feed_polls_total", result="error")
+        services.metrics.inc("fedibridge_feed_polls_total", result="error")
         return PollResult(error=str(exc))
-    result = await publish_entries(store, app[SITE], entries, deliver=not first, source="feed")
-    await measure_images(app[CLIENT], store, result.slugs)  # the RSS enclosures' sizes
+    result = await publish_entries(store, services.site, entries, deliver=not first, source="feed")
+    await measure_images(services.client, store, result.slugs)  # the RSS enclosures' sizes
     # Validators are saved only now: had anything failed above, the next poll fetches the feed again.
     await _save_state(store, source, etag=fetched.etag, last_modified=fetched.last_modified,
                       last_polled=utcnow(), last_error=None)
-    app[METRICS].inc("feed_polls_total", result="ok")
+    services.metrics.inc("fedibridge_feed_polls_total", result="ok")
     if result.created or result.updated:
         log.info("source feed %s: %d new, %d updated%s", source, result.created, result.updated,
                  " (first poll: recorded without delivery)" if first else "")
     return result
 
 
-async def run(app: web.Application) -> None:
+async def run(services: Services) -> None:
     """Background job: poll while holding the lease, so one worker of many does it."""
-    from .app import HEALTH, SETTINGS, STORE, WORKER_ID
 
-    settings = app[SETTINGS]
+    settings = services.settings
     if not settings.source_feed:
         return
     interval = settings.feed_poll_interval
     ttl = timedelta(seconds=max(2 * interval, 60))
-    health, retry = app[HEALTH], Backoff(first=1.0, cap=30.0)
+    health, retry = services.health, Backoff(first=1.0, cap=30.0)
     while True:
         try:
-            if await app[STORE].acquire_lease(LEASE, app[WORKER_ID], ttl):
-                await poll_once(app)
+            if await services.store.acquire_lease(LEASE, services.worker_id, ttl):
+                await poll_once(services)
         except (FedibridgeError, SQLAlchemyError, OSError) as exc:
             if is_storage_outage(exc):  # our database, not the feed: try again soon, not in `interval`
                 health.failing(TASK, exc)

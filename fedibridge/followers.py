@@ -13,35 +13,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .app import RESOLVER, SITE, STORE
+from .enqueue import enqueue_to_inboxes
 from .hosts import same_origin
 from .logsafe import logger
 from .models import Follower
 from .objects import ACTOR_TYPES, RemoteActor, as_list, ref_id
-from .queue import enqueue_to_inboxes, insert_ignore
-from .store import Store, count, keyset_after, utcnow
+from .services import Handler, Services
+from .store import Store, count, insert_ignore, keyset_after, utcnow
 from .tables import activities, followers
 from .vocab import accept_follow
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
-# Same shape as dispatch.Handler (not imported from there: dispatch imports this module).
-Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
 
 
-async def on_follow(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_follow(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Store (or refresh) the follower and queue an Accept to its inbox; a repeated Follow is re-accepted."""
-    site = app[SITE]
+    site = services.site
     if ref_id(activity.get("object")) != site.actor_id:
         return "not_for_us"
-    actor = await app[RESOLVER].actor(actor_id)
+    actor = await services.resolver.actor(actor_id)
     inbox, shared = own_inboxes(actor)
     if inbox is None:
         log.warning("Follow from %s refused: its inbox %s is not on its server", actor_id, actor.inbox)
@@ -53,7 +49,7 @@ async def on_follow(app: web.Application, activity: dict[str, Any], actor_id: st
     seed = follow_id or json.dumps(activity, sort_keys=True, ensure_ascii=False)
     key = "accept-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
     accept = accept_follow(site, follow, key)
-    async with app[STORE].begin() as conn:
+    async with services.store.begin() as conn:
         existed = await _upsert(conn, actor_id, actor.handle, inbox, shared, follow_id, now)
         await conn.execute(insert_ignore(conn, activities).values(
             key=key, type="Accept", object_id=follow_id, payload=accept, in_outbox=False, published=now))
@@ -87,14 +83,14 @@ async def _upsert(
     return True
 
 
-async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_undo(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Undo(Follow), given embedded (Mastodon, Misskey…) or as the Follow's id only (some servers)."""
     obj = activity.get("object")
-    async with app[STORE].begin() as conn:
+    async with services.store.begin() as conn:
         if isinstance(obj, dict):
             if obj.get("type") != "Follow":
                 return None
-            if ref_id(obj.get("actor")) != actor_id or ref_id(obj.get("object")) != app[SITE].actor_id:
+            if ref_id(obj.get("actor")) != actor_id or ref_id(obj.get("object")) != services.site.actor_id:
                 return "not_for_us"
             where = followers.c.actor_id == actor_id
         elif isinstance(obj, str):
@@ -105,24 +101,24 @@ async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str)
     return "unfollowed" if result.rowcount else None
 
 
-async def on_delete(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_delete(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Delete of the actor itself (account deletion): drop its follower row and cached documents."""
     if ref_id(activity.get("object")) != actor_id:
         return None
-    app[RESOLVER].forget(actor_id)
-    async with app[STORE].begin() as conn:
+    services.resolver.forget(actor_id)
+    async with services.store.begin() as conn:
         result = await conn.execute(delete(followers).where(followers.c.actor_id == actor_id))
     return "follower_deleted" if result.rowcount else "actor_forgotten"
 
 
-async def on_update(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_update(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Update of the actor itself: forget the cache; for a follower, refetch and refresh its inboxes."""
     obj = activity.get("object")
     if not isinstance(obj, dict) or ref_id(obj) != actor_id or not set(as_list(obj.get("type"))) & set(ACTOR_TYPES):
         return None
-    resolver = app[RESOLVER]
+    resolver = services.resolver
     resolver.forget(actor_id)
-    async with app[STORE].connect() as conn:
+    async with services.store.connect() as conn:
         known = (await conn.execute(select(followers.c.id).where(followers.c.actor_id == actor_id))).first()
     if known is None:
         return "actor_forgotten"
@@ -131,7 +127,7 @@ async def on_update(app: web.Application, activity: dict[str, Any], actor_id: st
     if inbox is None:
         log.warning("Update of follower %s ignored: its new inbox %s is not on its server", actor_id, actor.inbox)
         return "follower_refused"
-    async with app[STORE].begin() as conn:
+    async with services.store.begin() as conn:
         await conn.execute(update(followers).where(followers.c.actor_id == actor_id).values(
             handle=actor.handle, inbox=inbox, shared_inbox=shared))
     return "follower_refreshed"

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .config import Settings
 from .errors import BadRequest, FetchError
 from .hosts import host_of, normalise_host, parent_domains
+from .http_client import GuardedClient
 from .logsafe import logger
-from .queue import insert_ignore
-from .resolver import GuardedClient
 from .sanitize import plain_text
+from .store import insert_ignore
 from .tables import blocks, comments
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)

@@ -1,7 +1,7 @@
 """Which addresses fedibridge may contact: public unicast only, checked after DNS resolution.
 
 Every URL we fetch comes from strangers, so a DNS name or a redirect must never lead inside
-(loopback, private ranges, cloud metadata, v4 tunnelled in v6). resolver.py plugs this into aiohttp.
+(loopback, private ranges, cloud metadata, v4 tunnelled in v6). http_client.py plugs this into aiohttp.
 """
 
 from __future__ import annotations

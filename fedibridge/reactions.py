@@ -8,18 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation
-from .app import SETTINGS, SITE, STORE
 from .comment_views import author_json, comment_from_row, find_article
 from .hosts import same_origin
 from .models import Author
 from .objects import ref_id
-from .queue import insert_ignore
-from .store import utcnow
+from .services import Services
+from .store import insert_ignore, utcnow
 from .tables import comments, reactions
 
 REACTION_TYPES = {"Like": "like", "EmojiReact": "like", "Announce": "boost"}
@@ -47,7 +45,7 @@ async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50
             "likers": people("like"), "boosters": people("boost")}
 
 
-async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_react(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Like/Announce of an article → one reaction row per activity id (never a comment)."""
     kind = REACTION_TYPES.get(str(activity.get("type")))
     activity_id, object_id = ref_id(activity.get("id")), ref_id(activity.get("object"))
@@ -55,9 +53,9 @@ async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str
         return None
     if not same_origin(activity_id, actor_id):
         return "reaction_refused"
-    settings = app[SETTINGS]
-    async with app[STORE].begin() as conn:
-        article = await find_article(conn, app[SITE], object_id)
+    settings = services.settings
+    async with services.store.begin() as conn:
+        article = await find_article(conn, services.site, object_id)
         if article is None:
             return None
         if await moderation.is_blocked(conn, settings, actor_id):
@@ -67,7 +65,7 @@ async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str
     return f"{kind}_added" if result.rowcount else f"{kind}_duplicate"
 
 
-async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+async def on_undo(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
     """Undo of a Like/Announce removes that reaction (only the sender's own); other Undos are not ours."""
     obj = activity.get("object")
     inner_type = obj.get("type") if isinstance(obj, dict) else None
@@ -76,12 +74,12 @@ async def on_undo(app: web.Application, activity: dict[str, Any], actor_id: str)
     inner_id = ref_id(obj)
     if not inner_id:
         return None
-    async with app[STORE].begin() as conn:
+    async with services.store.begin() as conn:
         result = await conn.execute(reactions.delete().where(reactions.c.ap_id == inner_id,
                                                              reactions.c.actor_id == actor_id))
         if not result.rowcount and isinstance(obj, dict) and inner_type:
             # Some servers re-mint the inner id; fall back to (actor, article, kind).
-            article = await find_article(conn, app[SITE], ref_id(obj.get("object")) or "")
+            article = await find_article(conn, services.site, ref_id(obj.get("object")) or "")
             if article is not None:
                 result = await conn.execute(reactions.delete().where(
                     reactions.c.actor_id == actor_id, reactions.c.article_id == article.id,

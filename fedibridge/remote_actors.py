@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from .errors import FetchError
 from .hosts import same_origin
+from .http_client import GuardedClient, defrag
 from .objects import RemoteActor, parse_actor
-from .resolver import GuardedClient, defrag
 from .store import utcnow
 
 _T = TypeVar("_T")

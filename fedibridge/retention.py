@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from .services import Services
 from .store import Store, utcnow
 from .tables import inbox_items
 
@@ -42,8 +43,9 @@ async def prune_inbox(store: Store, now: datetime, days: int) -> int:
             return total
 
 
-async def run(store: Store, days: int, worker_id: str) -> None:
+async def run(services: Services) -> None:
     """Background job: prune once an hour, in one process of many (a lease)."""
+    store, days, worker_id = services.store, services.settings.inbox_retention_days, services.worker_id
     while True:
         try:
             if await store.acquire_lease(LEASE, worker_id, timedelta(seconds=2 * INTERVAL)):

@@ -8,7 +8,7 @@ This module imports the classes it holds for typing only: importing it loads not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from .config import Settings
     from .health import Health
+    from .http_client import GuardedClient
     from .keys import KeyPair
     from .metrics import Metrics
     from .remote_actors import Resolver
-    from .resolver import GuardedClient
     from .store import Store
     from .vocab import Site
 
 Role = Literal["all", "web", "worker"]
+# An inbox activity handler: (services, activity, verified sender) → outcome label, or None when not its business.
+Handler = Callable[["Services", dict[str, Any], str], Awaitable[str | None]]
 
 
 def _now() -> datetime:

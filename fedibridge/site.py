@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 from urllib.parse import quote
+
+from .config import ContentMode, ObjectType
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class Site:
     published: datetime
     icon_url: str | None = None
     header_url: str | None = None
-    object_type: Literal["Note", "Article"] = "Note"
-    content_mode: Literal["excerpt", "full"] = "excerpt"
+    object_type: ObjectType = "Note"
+    content_mode: ContentMode = "excerpt"
     discoverable: bool = True
     indexable: bool = True
     tag_url_template: str = "{blog_url}/tag/{tag}/"

@@ -1,6 +1,6 @@
 """The database: async engine (aiosqlite or asyncpg), migrations applied on open, small shared helpers.
 
-Domain queries live next to their domain (articles.py, queue.py, comments.py…) and use the tables in
+Domain queries live next to their domain (articles.py, enqueue.py, comments.py…) and use the tables in
 tables.py; this module only knows how to open, migrate and close the database.
 """
 
@@ -22,6 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import and_, event, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -213,6 +214,12 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     if max_pages:  # tests only: a "full disk" without root or a small filesystem
         cur.execute(f"PRAGMA max_page_count={int(max_pages)}")
     cur.close()
+
+
+def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on both backends (idempotent enqueues and inbox dedupe)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 async def count(conn: AsyncConnection, stmt: Any) -> int:

@@ -2,7 +2,7 @@
 
 A web process that enqueues deliveries (or stores inbox activities) calls `announce(conn)` inside the
 transaction that wrote the rows; PostgreSQL sends the notification at commit, so a worker never wakes
-before the rows are visible. Workers run `listen(app, event)`, which sets their wake-up event on every
+before the rows are visible. Workers run `listen(store, health, event)`, which sets their wake-up event on every
 notification. Nothing depends on it: a lost notification (listener reconnecting, SQLite) only means
 the work is found by the next poll.
 
@@ -18,9 +18,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .health import Backoff, Health, describe
+from .store import Store
 
 log = logging.getLogger(__name__)
 CHANNEL = "fedibridge_work"
@@ -50,28 +53,24 @@ async def announce_identity(conn: AsyncConnection, actor_id: str) -> bool:
     return True
 
 
-async def listen(app: web.Application, event: asyncio.Event, name: str = "listen") -> None:
+async def listen(store: Store, health: Health, event: asyncio.Event, name: str = "listen") -> None:
     """Forever: set `event` on each notification. Returns at once on SQLite (one process, polling is enough)."""
-    await _listen(app, CHANNEL, lambda _payload: event.set(), event.set, name)
+    await _listen(store, health, CHANNEL, lambda _payload: event.set(), event.set, name)
 
 
-async def listen_identity(app: web.Application, forget: Callable[[str], None], forget_all: Callable[[], None]) -> None:
+async def listen_identity(
+    store: Store, health: Health, forget: Callable[[str], None], forget_all: Callable[[], None],
+) -> None:
     """Forever: `forget(actor_id)` on each identity notification; `forget_all()` on every (re)connection, since
     what was announced while we were not listening is lost. Returns at once on SQLite."""
-    await _listen(app, IDENTITY_CHANNEL, forget, forget_all, "listen_identity")
+    await _listen(store, health, IDENTITY_CHANNEL, forget, forget_all, "listen_identity")
 
 
 async def _listen(
-    app: web.Application, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None],
+    store: Store, health: Health, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None],
     name: str,
 ) -> None:
-    """Reconnects with backoff when the connection drops; reports to the app's Health as `name`."""
-    import asyncpg
-
-    from .app import HEALTH, STORE
-    from .health import Backoff, describe
-
-    store, health = app[STORE], app[HEALTH]
+    """Reconnects with backoff when the connection drops; reports to Health as `name`."""
     if not store.is_postgres:
         return
     dsn = asyncpg_dsn(store.engine.url)

@@ -16,8 +16,8 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .config import Settings
+from .enqueue import enqueue_webhook
 from .models import Comment
-from .queue import enqueue_webhook
 
 Event = Literal["comment.created", "comment.edited", "comment.deleted", "comment.approved", "comment.rejected"]
 EVENTS: tuple[str, ...] = ("comment.created", "comment.edited", "comment.deleted", "comment.approved",

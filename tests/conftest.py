@@ -18,8 +18,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fedibridge.app import ADMIN_TOKEN, STORE, create_app
+from fedibridge.app import SERVICES, create_app
 from fedibridge.config import Settings, validate
+from fedibridge.services import Services
 from fedibridge.store import Store
 
 PG_ENV = "FEDIBRIDGE_TEST_DATABASE_URL"
@@ -111,11 +112,15 @@ class Bridge:
 
     @property
     def token(self) -> str:
-        return self.app[ADMIN_TOKEN]
+        return self.app[SERVICES].admin_token
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
 
     @property
     def store(self) -> Store:
-        return self.app[STORE]
+        return self.services.store
 
     @property
     def admin(self) -> dict[str, str]:

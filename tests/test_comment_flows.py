@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from fedibridge import articles, webhook
-from fedibridge.app import METRICS, SITE
+from fedibridge.app import SERVICES
 from fedibridge.tables import comments, inbox_items
 
 from .conftest import Bridge, BridgeFactory, wait_for
@@ -26,8 +26,8 @@ async def publish(bridge: Bridge, slug: str = "cafe", url: str = ARTICLE_URL) ->
     """Publish an article (no delivery: nobody follows) and return its object id."""
     inp = articles.validate({"title": "Le café", "url": url, "content": "<p>Du café.</p>", "slug": slug,
                              "language": "fr"})
-    await articles.publish_one(bridge.store, bridge.app[SITE], inp, deliver=False)
-    return bridge.app[SITE].article_id(slug)
+    await articles.publish_one(bridge.store, bridge.app[SERVICES].site, inp, deliver=False)
+    return bridge.app[SERVICES].site.article_id(slug)
 
 
 async def settled(bridge: Bridge) -> None:
@@ -240,7 +240,7 @@ async def test_forged_and_hostile_activities_change_nothing(make_bridge: BridgeF
         await deliver(bridge, other, mallory, {**other.create(mallory, fake2), "id": f"{mallory.id}/c/2"})
         assert await row(bridge, fake["id"]) is None and await row(bridge, fake2["id"]) is None
         # Each was received, handled and refused by the comment handlers (not dropped at the door).
-        metrics = bridge.app[METRICS]
+        metrics = bridge.app[SERVICES].metrics
         for kind in ("Create", "Update", "Delete"):
             assert metrics.value("fedibridge_inbox_activities_total", type=kind, outcome="comment_refused") == 2, kind
 
@@ -281,7 +281,7 @@ async def test_reply_to_deleted_article_is_kept_hidden(make_bridge: BridgeFactor
     async with RemoteInstance() as masto:
         bridge = await make_bridge(moderation="open")
         article_id = await publish(bridge)
-        await articles.delete_one(bridge.store, bridge.app[SITE], "cafe", deliver=False)
+        await articles.delete_one(bridge.store, bridge.app[SERVICES].site, "cafe", deliver=False)
         alice = masto.add_actor("alice")
         n = masto.note(alice, "<p>Trop tard ?</p>", article_id)
         await deliver(bridge, masto, alice, masto.create(alice, n))

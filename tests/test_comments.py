@@ -13,7 +13,6 @@ from sqlalchemy import select
 
 from fedibridge import comment_views
 from fedibridge import comments as store_comments
-from fedibridge.app import STORE
 from fedibridge.models import Author, Comment
 from fedibridge.store import Store
 from fedibridge.tables import comments, reactions
@@ -60,41 +59,41 @@ def test_comment_json_shapes() -> None:
 async def test_handlers_directly(make_bridge: BridgeFactory) -> None:
     async with RemoteInstance() as masto:
         bridge = await make_bridge(moderation="open")
-        app = bridge.app
+        svc = bridge.services
         article_id = await publish(bridge)
         alice = masto.add_actor("alice", name="Alice")
         note = masto.note(alice, "<p>Salut</p>", article_id)
         create = masto.create(alice, note)
         h = store_comments.HANDLERS
-        assert await h["Create"](app, create, alice.id) == "comment_approved"
-        assert await h["Create"](app, create, alice.id) == "comment_approved"  # idempotent
+        assert await h["Create"](svc, create, alice.id) == "comment_approved"
+        assert await h["Create"](svc, create, alice.id) == "comment_approved"  # idempotent
         # Not a reply to us, an actor Create, a note without content: none of our business.
-        assert await h["Create"](app, masto.create(alice, masto.note(alice, "<p>x</p>", None)), alice.id) is None
+        assert await h["Create"](svc, masto.create(alice, masto.note(alice, "<p>x</p>", None)), alice.id) is None
         elsewhere = f"{masto.base}/statuses/404"  # a parent its own server doesn't know
-        assert await h["Create"](app, masto.create(alice, masto.note(alice, "<p>x</p>", elsewhere)), alice.id) is None
+        assert await h["Create"](svc, masto.create(alice, masto.note(alice, "<p>x</p>", elsewhere)), alice.id) is None
         # Create by reference: fetched from the sender's origin.
         by_ref = masto.note(alice, "<p>par référence</p>", article_id)
         masto.objects[by_ref["id"]] = by_ref
-        assert await h["Create"](app, {**create, "id": by_ref["id"] + "/a", "object": by_ref["id"]},
+        assert await h["Create"](svc, {**create, "id": by_ref["id"] + "/a", "object": by_ref["id"]},
                                  alice.id) == "comment_approved"
         # Undo of a Follow is the followers module's business.
-        assert await h["Undo"](app, masto.undo(alice, masto.follow(alice, bridge.actor)), alice.id) is None
+        assert await h["Undo"](svc, masto.undo(alice, masto.follow(alice, bridge.actor)), alice.id) is None
         # Like of something that is not ours, Delete of an unknown object.
-        assert await h["Like"](app, masto.like(alice, elsewhere), alice.id) is None
-        assert await h["Delete"](app, masto.delete(alice, "https://r.example/unknown"), alice.id) is None
+        assert await h["Like"](svc, masto.like(alice, elsewhere), alice.id) is None
+        assert await h["Delete"](svc, masto.delete(alice, "https://r.example/unknown"), alice.id) is None
         # Pleroma emoji reactions count as likes; the same Like twice counts once.
         react = {**masto.like(alice, article_id), "type": "EmojiReact", "content": "🔥"}
-        assert await h["EmojiReact"](app, react, alice.id) == "like_added"
-        assert await h["EmojiReact"](app, react, alice.id) == "like_duplicate"
+        assert await h["EmojiReact"](svc, react, alice.id) == "like_added"
+        assert await h["EmojiReact"](svc, react, alice.id) == "like_duplicate"
         # A Like whose id is on another server than its sender is refused.
-        assert await h["Like"](app, {**react, "id": "https://other.example/likes/1"}, alice.id) == "reaction_refused"
+        assert await h["Like"](svc, {**react, "id": "https://other.example/likes/1"}, alice.id) == "reaction_refused"
 
         # Profile Update: the comment's author name follows (fetched from origin, not the embedded copy).
         alice.doc["name"] = "Alice Dupont"
         update = masto.actor_update(alice)
         update["object"]["name"] = "Embedded lie"
-        assert await h["Update"](app, update, alice.id) == "comment_authors_refreshed"
-        async with app[STORE].connect() as conn:
+        assert await h["Update"](svc, update, alice.id) == "comment_authors_refreshed"
+        async with svc.store.connect() as conn:
             names = {r.author_name for r in await conn.execute(select(comments.c.author_name))}
         assert names == {"Alice Dupont"}
 
@@ -102,27 +101,27 @@ async def test_handlers_directly(make_bridge: BridgeFactory) -> None:
 async def test_block_rejects_existing_comments_and_reactions(make_bridge: BridgeFactory) -> None:
     async with RemoteInstance() as masto, RemoteInstance(host_ip="127.0.0.2") as spam:
         bridge = await make_bridge(moderation="open")
-        app = bridge.app
+        svc = bridge.services
         article_id = await publish(bridge)
         alice = masto.add_actor("alice")
         troll = spam.add_actor("troll")
         h = store_comments.HANDLERS
         for who, inst in ((alice, masto), (troll, spam)):
-            await h["Create"](app, inst.create(who, inst.note(who, "<p>hello</p>", article_id)), who.id)
-            await h["Like"](app, inst.like(who, article_id), who.id)
-        async with app[STORE].begin() as conn:
+            await h["Create"](svc, inst.create(who, inst.note(who, "<p>hello</p>", article_id)), who.id)
+            await h["Like"](svc, inst.like(who, article_id), who.id)
+        async with svc.store.begin() as conn:
             from fedibridge import moderation
             await moderation.add_block(conn, "domain", "127.0.0.2", datetime.now(UTC))
             assert await store_comments.reject_blocked(conn, bridge.settings) == 1
-        async with app[STORE].connect() as conn:
+        async with svc.store.connect() as conn:
             statuses = dict((await conn.execute(select(comments.c.author_id, comments.c.status))).all())
             likers = [r.actor_id for r in await conn.execute(select(reactions.c.actor_id))]
         assert statuses == {alice.id: "approved", troll.id: "rejected"}
         assert likers == [alice.id]
         # And new activities from the blocked domain are refused by the handlers too.
         n = spam.note(troll, "<p>again</p>", article_id)
-        assert await h["Create"](app, spam.create(troll, n), troll.id) == "comment_refused"
-        assert await h["Like"](app, spam.like(troll, article_id), troll.id) == "reaction_refused"
+        assert await h["Create"](svc, spam.create(troll, n), troll.id) == "comment_refused"
+        assert await h["Like"](svc, spam.like(troll, article_id), troll.id) == "reaction_refused"
 
 
 def test_cli_blocks_and_comments(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fedibridge import articles, comment_views
 from fedibridge import comments as store_comments
-from fedibridge.app import SITE
+from fedibridge.app import SERVICES
 
 from .conftest import Bridge, BridgeFactory
 from .remote import RemoteInstance
@@ -150,7 +150,7 @@ async def test_empty_comment_feeds_are_not_dated_1970(make_bridge: BridgeFactory
         assert resp.status == 200  # Atom requires <updated>; nothing better than the epoch exists yet
     inp = articles.validate({"title": "Le café", "url": ARTICLE_URL, "content": "<p>Du café.</p>", "slug": "cafe",
                              "published": "2024-07-14T10:30:00+02:00"})
-    await articles.publish_one(bridge.store, bridge.app[SITE], inp, deliver=False)
+    await articles.publish_one(bridge.store, bridge.app[SERVICES].site, inp, deliver=False)
     for path in ("/articles/cafe/comments.rss", "/comments.rss"):
         async with bridge.http.get(bridge.url + path) as resp:
             text = await resp.text()

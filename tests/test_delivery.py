@@ -17,11 +17,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
-from fedibridge import queue
-from fedibridge.app import METRICS, WORKER_ID
-from fedibridge.delivery import notify
+from fedibridge import enqueue as queue
+from fedibridge.app import SERVICES
 from fedibridge.delivery_rows import backoff, serialize
-from fedibridge.resolver import retry_after_seconds
+from fedibridge.http_client import retry_after_seconds
 from fedibridge.signatures import http_date
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, domains, followers
@@ -84,7 +83,7 @@ async def enqueue(bridge: Bridge, inboxes: list[str], payload: dict[str, Any] | 
         await queue.enqueue_to_inboxes(conn, aid, inboxes, now)
         if row:
             await conn.execute(update(deliveries).where(deliveries.c.activity_id == aid).values(**row))
-    notify(bridge.app)
+    bridge.app[SERVICES].wake.delivery.set()
     return aid
 
 
@@ -116,7 +115,7 @@ async def make_due(bridge: Bridge, activity_id: int) -> None:
     async with bridge.store.begin() as conn:
         await conn.execute(update(deliveries).where(deliveries.c.activity_id == activity_id)
                            .values(next_attempt_at=utcnow()))
-    notify(bridge.app)
+    bridge.app[SERVICES].wake.delivery.set()
 
 
 async def add_follower(bridge: Bridge, actor: str, inbox: str, shared: str | None) -> None:
@@ -167,7 +166,7 @@ async def test_delivers_signed_create_with_exact_bytes(bridge: Bridge) -> None:
         assert got.headers["Content-Type"] == "application/activity+json"
         dom = await domain(bridge, remote.host)
         assert dom.last_success is not None and dom.failing_since is None
-        assert bridge.app[METRICS].value("fedibridge_deliveries_total", outcome="delivered") == 1
+        assert bridge.app[SERVICES].metrics.value("fedibridge_deliveries_total", outcome="delivered") == 1
 
 
 async def test_same_bytes_to_every_target(bridge: Bridge) -> None:
@@ -194,7 +193,7 @@ async def test_500_is_retried_then_delivered(bridge: Bridge) -> None:
         assert row.attempts == 2 and row.last_error is None
         assert [r.verified for r in remote.received] == [True, True]
         assert (await domain(bridge, remote.host)).failing_since is None
-        metrics = bridge.app[METRICS]
+        metrics = bridge.app[SERVICES].metrics
         assert metrics.value("fedibridge_deliveries_total", outcome="retry") == 1
         assert metrics.value("fedibridge_deliveries_total", outcome="delivered") == 1
 
@@ -253,7 +252,7 @@ async def test_410_from_personal_inbox_removes_the_follower(bridge: Bridge) -> N
         async with bridge.store.connect() as conn:
             left = (await conn.execute(select(followers.c.actor_id))).scalars().all()
         assert left == [bob.id]
-        assert bridge.app[METRICS].value("fedibridge_deliveries_total", outcome="gone") == 1
+        assert bridge.app[SERVICES].metrics.value("fedibridge_deliveries_total", outcome="gone") == 1
 
 
 async def test_410_from_shared_inbox_keeps_followers(bridge: Bridge) -> None:
@@ -275,7 +274,7 @@ async def test_gives_up_after_max_attempts(make_bridge: BridgeFactory) -> None:
         aid = await enqueue(bridge, [remote.shared_inbox], attempts=2)
         row = await until_state(bridge, aid, "failed")
         assert row.attempts == 3 and "gave up after 3 attempts" in row.last_error
-        assert bridge.app[METRICS].value("fedibridge_deliveries_total", outcome="failed") == 1
+        assert bridge.app[SERVICES].metrics.value("fedibridge_deliveries_total", outcome="failed") == 1
 
 
 async def test_per_host_limit(make_bridge: BridgeFactory) -> None:
@@ -346,7 +345,7 @@ async def test_webhook_is_signed_with_hmac(make_bridge: BridgeFactory) -> None:
                           ensure_ascii=False)
         async with bridge.store.begin() as conn:
             await queue.enqueue_webhook(conn, f"{hook.url}/hooks/fediverse", body, utcnow())
-        notify(bridge.app)
+        bridge.app[SERVICES].wake.delivery.set()
 
         async def got() -> bool:
             return bool(hook.requests)
@@ -383,7 +382,7 @@ async def test_webhook_5xx_is_retried(make_bridge: BridgeFactory) -> None:
     async with Inbox(fail) as hook:
         async with bridge.store.begin() as conn:
             await queue.enqueue_webhook(conn, f"{hook.url}/hook", '{"event":"x"}', utcnow())
-        notify(bridge.app)
+        bridge.app[SERVICES].wake.delivery.set()
 
         async def retried() -> bool:
             r = await rows(bridge)
@@ -428,7 +427,7 @@ async def test_graceful_shutdown_finishes_in_flight_and_returns_the_rest(
     async with Inbox(slow) as inbox:
         aid = await enqueue(bridge, [f"{inbox.url}/users/u{i}/inbox" for i in range(3)])
         await asyncio.wait_for(started.wait(), 10)
-        worker_id = bridge.app[WORKER_ID]
+        worker_id = bridge.app[SERVICES].worker_id
         await bridge.runner.cleanup()  # what SIGTERM does in `serve`
         assert len(inbox.requests) == 1
     store = await Store.open(database_url)
@@ -457,11 +456,11 @@ async def test_two_workers_share_a_fan_out_without_duplicates(make_bridge: Bridg
 
     async with Inbox(count) as inbox:
         aid = await enqueue(first, [f"{inbox.url}/users/u{i}/inbox" for i in range(300)])
-        notify(second.app)
+        second.app[SERVICES].wake.delivery.set()
         await until_state(first, aid, "done", within=30)
         assert len(per_inbox) == 300 and set(per_inbox.values()) == {1}
-        by_worker = [first.app[METRICS].value("fedibridge_deliveries_total", outcome="delivered"),
-                     second.app[METRICS].value("fedibridge_deliveries_total", outcome="delivered")]
+        by_worker = [first.app[SERVICES].metrics.value("fedibridge_deliveries_total", outcome="delivered"),
+                     second.app[SERVICES].metrics.value("fedibridge_deliveries_total", outcome="delivered")]
         assert sum(by_worker) == 300
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from fedibridge import articles as articles_mod
 from fedibridge import feedsource
-from fedibridge.app import WORKER_ID
+from fedibridge.app import SERVICES
 from fedibridge.tables import activities, articles, deliveries, feed_state, followers, leases
 
 from .conftest import Bridge, BridgeFactory, free_port, wait_for
@@ -187,7 +187,7 @@ async def test_poll_creates_then_304_then_update_and_new(
             shared_inbox="https://mastodon.example/inbox", since=datetime.now(UTC)))
 
     # First poll: the blog's existing posts become history, not a flood of deliveries.
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert (result.created, result.updated, result.error) == (2, 0, None)
     assert await types_in_outbox(bridge) == ["Create", "Create"]
     assert await scalar(bridge, select(func.count()).select_from(deliveries)) == 0
@@ -196,13 +196,13 @@ async def test_poll_creates_then_304_then_update_and_new(
     assert await scalar(bridge, select(feed_state.c.etag).where(feed_state.c.url == feed_server.url))
 
     # Unchanged feed: conditional GET, 304, nothing to do.
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert result.not_modified and feed_server.not_modified == 1
 
     # New entry → Create, changed entry → Update; both delivered now.
     feed_server.body = feed_server.body.decode().replace("<item>", NEW_ITEM, 1).replace(
         "Un café à la Croix-Rousse", "Un chocolat à la Croix-Rousse").encode()
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert (result.created, result.updated, result.unchanged) == (1, 1, 1)
     assert await types_in_outbox(bridge) == ["Create", "Create", "Update", "Create"]  # oldest entry first
     assert await scalar(bridge, select(func.count()).select_from(deliveries)) == 2
@@ -214,7 +214,7 @@ async def test_poll_creates_then_304_then_update_and_new(
     good = feed_server.body.replace(b"vendanges", b"vendanges tardives")
     feed_server.body = good
     with caplog.at_level(logging.WARNING, logger="fedibridge.feedsource"):
-        result = await feedsource.poll_once(bridge.app, feed_server.url)
+        result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert result.error == "HTTP 500"
     lines = [r.getMessage() for r in caplog.records if r.name == "fedibridge.feedsource"]
     assert len(lines) == 1 and feed_server.url in lines[0] and "HTTP 500" in lines[0] and "retry" in lines[0]
@@ -224,14 +224,14 @@ async def test_poll_creates_then_304_then_update_and_new(
     # Not a feed at all (a maintenance page): same, nothing published.
     feed_server.status = 200
     feed_server.body = b"<!doctype html><title>Maintenance</title><p>Revenez plus tard</p>"
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert result.error and "not a feed" in result.error
     assert len(await types_in_outbox(bridge)) == 4
 
     # Back to normal: the change made while the server was down arrives; a removed entry is left alone.
     start = good.index(b"<item>\n\t\t<title>Hiver")
     feed_server.body = good[:start] + good[good.index(b"</item>", start) + len(b"</item>"):]
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert (result.error, result.created, result.updated, result.unchanged) == (None, 0, 1, 1)
     assert await scalar(bridge, select(feed_state.c.last_error)) is None
     assert await scalar(bridge, select(articles.c.deleted).where(articles.c.slug == "hiver-a-lyon")) is None
@@ -243,11 +243,11 @@ async def test_poll_creates_then_304_then_update_and_new(
 async def test_deleted_article_is_not_revived_by_the_feed(make_bridge: BridgeFactory,
                                                           feed_server: FeedServer) -> None:
     bridge = await make_bridge()
-    await feedsource.poll_once(bridge.app, feed_server.url)
+    await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     async with bridge.http.delete(f"{bridge.url}/api/articles/hiver-a-lyon", headers=bridge.admin) as resp:
         assert resp.status == 200
     feed_server.body = feed_server.body.replace(b"Un caf\xc3\xa9", b"Un th\xc3\xa9")
-    result = await feedsource.poll_once(bridge.app, feed_server.url)
+    result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
     assert result.skipped == 1 and result.updated == 0
     assert await types_in_outbox(bridge) == ["Create", "Create", "Delete"]
 
@@ -261,7 +261,7 @@ async def test_background_job_polls_under_lease(make_bridge: BridgeFactory, feed
     await wait_for(published)
     await wait_for(lambda: _true(feed_server.not_modified >= 1), timeout=10)
     owner = await scalar(bridge, select(leases.c.owner).where(leases.c.name == "feed-poll"))
-    assert owner == bridge.app[WORKER_ID]
+    assert owner == bridge.app[SERVICES].worker_id
     async with bridge.http.get(f"{bridge.url}/feed.rss") as resp:
         assert "L’été à Paris « enfin » 🌞".encode() in await resp.read()
 
@@ -274,7 +274,7 @@ async def test_local_file_source(make_bridge: BridgeFactory, tmp_path: Path) -> 
     path = tmp_path / "feed.atom"
     path.write_bytes((FEEDS / "jekyll.atom").read_bytes())
     bridge = await make_bridge(source_feed=str(path), feed_poll_interval=3600)
-    result = await feedsource.poll_once(bridge.app)
+    result = await feedsource.poll_once(bridge.app[SERVICES])
     assert result.created + result.unchanged == 2  # the app's own job may have polled first
     async with bridge.http.get(f"{bridge.url}/articles/ansible",
                                headers={"Accept": "application/activity+json"}) as resp:
@@ -292,7 +292,7 @@ async def test_poll_measures_the_image_for_the_rss_enclosure(make_bridge: Bridge
         image = f"{media.base}/media/seine.jpg"
         feed_server.body = feed_server.body.replace(
             b"https://carnets.example.fr/wp-content/uploads/2024/07/seine-1024x683.jpg", image.encode())
-        result = await feedsource.poll_once(bridge.app, feed_server.url)
+        result = await feedsource.poll_once(bridge.app[SERVICES], feed_server.url)
         assert result.created == 2
     assert await scalar(bridge, select(articles.c.image_length).where(articles.c.image == image)) == len(
         ImageHost.IMAGE)

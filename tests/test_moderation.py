@@ -13,7 +13,7 @@ from aiohttp import web
 from fedibridge import moderation
 from fedibridge.config import Settings
 from fedibridge.errors import BadRequest
-from fedibridge.resolver import GuardedClient
+from fedibridge.http_client import GuardedClient
 from fedibridge.store import utcnow
 from fedibridge.tables import articles, blocks, comments
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from fedibridge.queue import enqueue_to_followers, follower_inboxes, insert_ignore
-from fedibridge.store import WAL_SIZE_LIMIT, Store, head_revision, utcnow
+from fedibridge.enqueue import enqueue_to_followers, follower_inboxes
+from fedibridge.store import WAL_SIZE_LIMIT, Store, head_revision, insert_ignore, utcnow
 from fedibridge.tables import activities, deliveries, followers, inbox_items
 
 

@@ -14,15 +14,13 @@ from sqlalchemy import select
 
 from .. import comment_views, moderation, remote_json
 from .. import comments as store_comments
-from ..app import BLOCK_CACHE, SETTINGS, SITE, STORE
 from ..articles import article_from_row
-from ..delivery import notify
 from ..errors import BadRequest, NotFound
 from ..feeds import FeedSite, comment_feed, feed_etag
 from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
-from .common import dumps, json_response, require_admin
+from .common import SERVICES, dumps, json_response, require_admin
 from .paging import cursor, next_url, page_params
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
@@ -56,7 +54,7 @@ def _cors(request: web.Request) -> dict[str, str]:
     """Echo the Origin only when it is one of the blog's; always Vary on it so caches keep them apart."""
     headers = {"Vary": "Origin"}
     origin = request.headers.get("Origin")
-    allowed = [o.rstrip("/") for o in request.app[SETTINGS].allowed_origins]
+    allowed = [o.rstrip("/") for o in request.app[SERVICES].settings.allowed_origins]
     if origin and (origin.rstrip("/") in allowed or "*" in allowed):
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = "ETag"
@@ -99,8 +97,8 @@ def _cached_json(request: web.Request, data: Any) -> web.Response:
 async def _public(request: web.Request, row: Any) -> web.Response:
     if row is None or row.deleted is not None:
         raise NotFound("no such article")  # a deleted article's comments are kept but never shown
-    settings = request.app[SETTINGS]
-    async with request.app[STORE].connect() as conn:
+    settings = request.app[SERVICES].settings
+    async with request.app[SERVICES].store.connect() as conn:
         tree = await comment_views.public_thread(conn, row.id)
         reactions = await reaction_summary(conn, row.id)
     data = {
@@ -118,7 +116,7 @@ def _count(tree: list[Any]) -> int:
 
 
 async def article_comments(request: web.Request) -> web.Response:
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         row = await _article_row(conn, request.match_info["slug"])
     return await _public(request, row)
 
@@ -130,8 +128,8 @@ async def _article_row(conn: Any, slug: str) -> Any:
 async def comments_index(request: web.Request) -> web.Response:
     """`?url=ARTICLE_URL` is the widget's public view; anything else is the admin listing."""
     if "url" in request.query:
-        async with request.app[STORE].connect() as conn:
-            row = await comment_views.find_article(conn, request.app[SITE], request.query["url"])
+        async with request.app[SERVICES].store.connect() as conn:
+            row = await comment_views.find_article(conn, request.app[SERVICES].site, request.query["url"])
         return await _public(request, row)
     require_admin(request)
     status = request.query.get("status", "all")
@@ -139,7 +137,7 @@ async def comments_index(request: web.Request) -> web.Response:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
     page = page_params(request, default=ADMIN_DEFAULT, maximum=ADMIN_LIMIT)
     slug = request.query.get("article") or None
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         total = await comment_views.count_comments(conn, status=status, slug=slug)
         found = await comment_views.list_comments(conn, status=status, slug=slug, limit=page.limit + 1,
                                                    offset=page.offset, after=page.after)
@@ -149,7 +147,7 @@ async def comments_index(request: web.Request) -> web.Response:
     }
     if len(found) > page.limit:  # one more row than asked: there is a following page
         last = found[page.limit - 1]
-        body["next"] = next_url(request, request.app[SETTINGS].base, cursor(last.published, last.id))
+        body["next"] = next_url(request, request.app[SERVICES].settings.base, cursor(last.published, last.id))
     return json_response(body)
 
 
@@ -158,11 +156,11 @@ async def comments_index(request: web.Request) -> web.Response:
 
 async def _moderate(request: web.Request, status: str) -> web.Response:
     require_admin(request)
-    async with request.app[STORE].begin() as conn:
-        c = await store_comments.set_status(conn, request.app[SETTINGS], int(request.match_info["id"]), status)
+    async with request.app[SERVICES].store.begin() as conn:
+        c = await store_comments.set_status(conn, request.app[SERVICES].settings, int(request.match_info["id"]), status)
     if c is None:
         raise NotFound("no such comment")
-    notify(request.app)  # a webhook event may be queued
+    request.app[SERVICES].wake.delivery.set()  # a webhook event may be queued
     return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
@@ -176,7 +174,7 @@ async def reject(request: web.Request) -> web.Response:
 
 async def get_one(request: web.Request) -> web.Response:
     require_admin(request)
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         c = await comment_views.get_comment(conn, int(request.match_info["id"]))
     if c is None:
         raise NotFound("no such comment")
@@ -186,11 +184,11 @@ async def get_one(request: web.Request) -> web.Response:
 async def delete_one(request: web.Request) -> web.Response:
     """Erase the content; the row stays as a placeholder so replies keep their thread."""
     require_admin(request)
-    async with request.app[STORE].begin() as conn:
+    async with request.app[SERVICES].store.begin() as conn:
         c = await comment_views.get_comment(conn, int(request.match_info["id"]))
         if c is None:
             raise NotFound("no such comment")
-        c = await store_comments.erase(conn, request.app[SETTINGS], c, utcnow())
+        c = await store_comments.erase(conn, request.app[SERVICES].settings, c, utcnow())
     return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
@@ -211,8 +209,8 @@ async def _block_body(request: web.Request) -> tuple[str, str]:
 
 async def list_blocks(request: web.Request) -> web.Response:
     require_admin(request)
-    settings = request.app[SETTINGS]
-    async with request.app[STORE].connect() as conn:
+    settings = request.app[SERVICES].settings
+    async with request.app[SERVICES].store.connect() as conn:
         stored = await moderation.list_blocks(conn)
     configured = [{"kind": "domain", "value": d, "configured": True} for d in settings.blocked_domains] + \
         [{"kind": "actor", "value": a, "configured": True} for a in settings.blocked_actors]
@@ -223,19 +221,19 @@ async def add_block(request: web.Request) -> web.Response:
     """Block and reject what the blocked already said (their reactions go too)."""
     require_admin(request)
     kind, value = await _block_body(request)
-    async with request.app[STORE].begin() as conn:
+    async with request.app[SERVICES].store.begin() as conn:
         k, v, new = await moderation.add_block(conn, kind, value, utcnow())
-        rejected = await store_comments.reject_blocked(conn, request.app[SETTINGS])
-    request.app[BLOCK_CACHE].clear()
+        rejected = await store_comments.reject_blocked(conn, request.app[SERVICES].settings)
+    request.app[SERVICES].block_cache.clear()
     return json_response({"kind": k, "value": v, "rejected": rejected}, status=201 if new else 200)
 
 
 async def remove_block(request: web.Request) -> web.Response:
     require_admin(request)
     kind, value = await _block_body(request)
-    async with request.app[STORE].begin() as conn:
+    async with request.app[SERVICES].store.begin() as conn:
         removed = await moderation.remove_block(conn, kind, value)
-    request.app[BLOCK_CACHE].clear()
+    request.app[SERVICES].block_cache.clear()
     if not removed:
         raise NotFound(f"no {kind} block for {value}")
     return json_response({"removed": True})
@@ -245,7 +243,7 @@ async def remove_block(request: web.Request) -> web.Response:
 
 
 def _feed_site(request: web.Request) -> FeedSite:
-    s = request.app[SETTINGS]
+    s = request.app[SERVICES].settings
     return FeedSite(title=s.name, description=s.summary or s.name, blog_url=s.blog, base_url=s.base,
                     language=s.language or None, author_name=s.name)
 
@@ -260,7 +258,7 @@ def _feed_response(request: web.Request, body: bytes, kind: str) -> web.Response
 
 async def article_feed(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         row = await _article_row(conn, request.match_info["slug"])
         if row is None or row.deleted is not None:
             raise NotFound("no such article")
@@ -276,7 +274,7 @@ def _only_public(items: list[Any]) -> list[Any]:
 
 async def blog_feed(request: web.Request) -> web.Response:
     kind = request.match_info["kind"]
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         shown = _only_public(await comment_views.list_comments(conn, public_only=True, limit=FEED_ENTRIES))
         slugs = {c.article for c in shown}
         rows = await conn.execute(select(articles).where(articles.c.slug.in_(slugs))) if slugs else []

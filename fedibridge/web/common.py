@@ -9,10 +9,14 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, Unauthorized
+from ..services import Services
 
 AP_CONTENT_TYPE = "application/activity+json"
 AP_TYPES = ("application/activity+json", "application/ld+json")
 PAGE_SIZE = 20
+# The app's one Services object (app.py sets it once storage and the client are open); handlers read
+# `request.app[SERVICES]` once and pass it, or its parts, to the core.
+SERVICES = web.AppKey("services", Services)
 
 
 def wants_activity_json(request: web.Request) -> bool:
@@ -54,11 +58,9 @@ def page_number(request: web.Request) -> int | None:
 
 def require_admin(request: web.Request) -> None:
     """Bearer token check in constant time."""
-    from ..app import ADMIN_TOKEN
-
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing admin token (Authorization: Bearer …)")
-    if not hmac.compare_digest(token.strip().encode(), request.app[ADMIN_TOKEN].encode()):
+    if not hmac.compare_digest(token.strip().encode(), request.app[SERVICES].admin_token.encode()):
         raise Unauthorized("wrong admin token")

@@ -8,11 +8,18 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from .. import __version__, discovery, vocab
-from ..app import SETTINGS, SITE, STORE
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..store import count
 from ..tables import activities, articles, followers
-from .common import PAGE_SIZE, activity_response, json_response, page_number, require_admin, wants_activity_json
+from .common import (
+    PAGE_SIZE,
+    SERVICES,
+    activity_response,
+    json_response,
+    page_number,
+    require_admin,
+    wants_activity_json,
+)
 
 CORS = {"Access-Control-Allow-Origin": "*"}
 # The discovery document's `rel` is the schema URL without '#' (the NodeInfo protocol, and what Mastodon,
@@ -36,14 +43,14 @@ async def webfinger(request: web.Request) -> web.Response:
     if not resource:
         raise BadRequest("missing resource parameter")
     _check_resource(resource)
-    if not discovery.webfinger_matches(request.app[SITE], resource):
+    if not discovery.webfinger_matches(request.app[SERVICES].site, resource):
         return json_response({"error": f"no such account: {resource}"}, status=404, headers=CORS)
-    return json_response(discovery.webfinger(request.app[SITE], resource), headers=CORS,
+    return json_response(discovery.webfinger(request.app[SERVICES].site, resource), headers=CORS,
                          content_type="application/jrd+json")
 
 
 async def host_meta(request: web.Request) -> web.Response:
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     accept = request.headers.get("Accept", "")
     if request.path.endswith(".json") or ("json" in accept and "xml" not in accept):
         return json_response(discovery.host_meta_json(site), headers=CORS)
@@ -52,7 +59,7 @@ async def host_meta(request: web.Request) -> web.Response:
 
 
 async def nodeinfo_links(request: web.Request) -> web.Response:
-    base = request.app[SETTINGS].base
+    base = request.app[SERVICES].settings.base
     links = [{"rel": NODEINFO_REL.format(v=v), "href": f"{base}/nodeinfo/{v}"} for v in ("2.0", "2.1")]
     return json_response({"links": links}, headers=CORS)
 
@@ -61,18 +68,18 @@ async def nodeinfo(request: web.Request) -> web.Response:
     version = request.match_info["version"]
     if version not in ("2.0", "2.1"):
         raise NotFound(f"unknown NodeInfo version {version}")
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         posts = await count(conn, select(func.count()).select_from(articles).where(articles.c.deleted.is_(None)))
-    doc = discovery.nodeinfo(request.app[SITE], version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
+    doc = discovery.nodeinfo(request.app[SERVICES].site, version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
     ctype = f'application/json; profile="{NODEINFO_PROFILE.format(v=version)}"'
     # body=, not text=: with text= aiohttp re-renders the header, dropping the quotes the profile URL needs.
     return web.Response(body=json_response(doc).body, headers={**CORS, "Content-Type": ctype})
 
 
 async def actor(request: web.Request) -> web.StreamResponse:
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     if not wants_activity_json(request):
-        raise web.HTTPFound(request.app[SETTINGS].blog)
+        raise web.HTTPFound(request.app[SERVICES].settings.blog)
     return activity_response(vocab.actor_document(site))
 
 
@@ -91,7 +98,7 @@ async def _collection(request: web.Request, coll_id: str, total: int, items_for_
 
 
 async def outbox(request: web.Request) -> web.Response:
-    store = request.app[STORE]
+    store = request.app[SERVICES].store
     public = activities.c.in_outbox.is_(True)
     async with store.connect() as conn:
         total = await count(conn, select(func.count()).select_from(activities).where(public))
@@ -104,12 +111,12 @@ async def outbox(request: web.Request) -> web.Response:
             )
             return [r.payload for r in rows]
 
-    return await _collection(request, request.app[SITE].outbox, total, items)
+    return await _collection(request, request.app[SERVICES].site.outbox, total, items)
 
 
 def _may_list_followers(request: web.Request) -> bool:
     """Who follows the blog is private unless public_followers is set; the admin token always may."""
-    if request.app[SETTINGS].public_followers:
+    if request.app[SERVICES].settings.public_followers:
         return True
     try:
         require_admin(request)
@@ -120,13 +127,13 @@ def _may_list_followers(request: web.Request) -> bool:
 
 async def followers_collection(request: web.Request) -> web.Response:
     """The count for everyone; the pages only when allowed (Mastodon's "hide network": 403 on a page)."""
-    store = request.app[STORE]
+    store = request.app[SERVICES].store
     async with store.connect() as conn:
         total = await count(conn, select(func.count()).select_from(followers))
     if not _may_list_followers(request):
         if page_number(request) is not None:
             raise Forbidden("this blog does not list its followers")
-        return activity_response(vocab.ordered_collection(request.app[SITE].followers, total, None),
+        return activity_response(vocab.ordered_collection(request.app[SERVICES].site.followers, total, None),
                                  headers={"Vary": "Accept, Authorization"})
 
     async def items(offset: int, limit: int) -> list[object]:
@@ -137,8 +144,8 @@ async def followers_collection(request: web.Request) -> web.Response:
             )
             return [r.actor_id for r in rows]
 
-    resp = await _collection(request, request.app[SITE].followers, total, items)
-    if not request.app[SETTINGS].public_followers:
+    resp = await _collection(request, request.app[SERVICES].site.followers, total, items)
+    if not request.app[SERVICES].settings.public_followers:
         resp.headers["Vary"] = "Accept, Authorization"
         resp.headers["Cache-Control"] = "private"
     return resp
@@ -146,7 +153,7 @@ async def followers_collection(request: web.Request) -> web.Response:
 
 async def empty_collection(request: web.Request) -> web.Response:
     """following and featured: the blog follows nobody and pins nothing, but clients expect the documents."""
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     coll_id = site.following if request.path.endswith("/following") else site.featured
 
     async def items(offset: int, limit: int) -> list[object]:

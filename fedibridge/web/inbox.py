@@ -21,7 +21,6 @@ from aiohttp import web
 from sqlalchemy import select
 
 from .. import remote_json
-from ..app import BLOCK_CACHE, HEALTH, METRICS, RESOLVER, SETTINGS, SITE, STORE
 from ..config import Settings
 from ..errors import (
     BadRequest,
@@ -35,7 +34,6 @@ from ..errors import (
 )
 from ..health import describe, is_storage_outage
 from ..hosts import authority_of, netloc_of, same_origin
-from ..inbox_worker import PULSE, WAKE, Pulse
 from ..intake import InboxWriter, encode_payload
 from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
@@ -44,7 +42,7 @@ from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
 from ..wakeup import announce_identity
-from .common import AP_TYPES
+from .common import AP_TYPES, SERVICES
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 METRIC = "fedibridge_inbox_requests_total"
@@ -80,20 +78,17 @@ def _accepted(message: str) -> web.Response:
     return web.Response(body=_status_body(message), status=202, headers=_JSON)
 
 
-def setup(app: web.Application, prefix: str) -> None:
-    site = app[SITE]
-    app[WAKE] = asyncio.Event()
-    app[PULSE] = Pulse()
+def setup(app: web.Application, prefix: str, username: str) -> None:
     app.cleanup_ctx.append(_writer)
-    actor_path = f"{prefix}/users/{app[SETTINGS].username}"
+    actor_path = f"{prefix}/users/{username}"
     for path in (f"{actor_path}/inbox", f"{prefix}/inbox"):
         app.router.add_post(path, inbox)
         app.router.add_get(path, _not_allowed)
-    log.debug("inbox routes for %s ready", site.actor_id)
+    log.debug("inbox routes for %s ready", actor_path)
 
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = InboxWriter(app[STORE].database_url, app[HEALTH])
+    app[WRITER] = InboxWriter(app[SERVICES].store.database_url, app[SERVICES].health)
     await app[WRITER].start()
     yield
     await app[WRITER].close()
@@ -105,7 +100,7 @@ async def _not_allowed(request: web.Request) -> web.Response:
 
 
 async def inbox(request: web.Request) -> web.Response:
-    metrics = request.app[METRICS]
+    metrics = request.app[SERVICES].metrics
     try:
         label, message = await _receive(request)
     except _Outcome as out:
@@ -125,7 +120,7 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     app = request.app
     if request.content_type not in AP_TYPES:
         raise UnsupportedMediaType(f"content type must be one of {', '.join(AP_TYPES)}")
-    body = await _read_capped(request, app[SETTINGS].max_inbox_bytes)
+    body = await _read_capped(request, app[SERVICES].settings.max_inbox_bytes)
     activity = _parse(body)
     actor_id: str = activity["actor"]
     key_id = signature_key_id(request.headers)
@@ -140,18 +135,17 @@ async def _receive(request: web.Request) -> tuple[str, str]:
         return "duplicate", "already received"
     if activity["type"] in ("Update", "Delete") and ref_id(activity.get("object")) == actor_id:
         await _identity_changed(app, actor_id)
-    app[PULSE].accepted += 1
-    wake = app.get(WAKE)
-    if wake is not None:
-        wake.set()
+    wake = app[SERVICES].wake
+    wake.accepted += 1  # role all: the inbox worker steps aside while this grows
+    wake.inbox.set()
     return "accepted", "accepted"
 
 
 async def _identity_changed(app: web.Application, actor_id: str) -> None:
     """The actor's own document changed or is gone: no process may keep answering with the old one (its key
     above all), so forget it here and tell the others (PostgreSQL; with SQLite this is the only process)."""
-    app[RESOLVER].forget(actor_id)
-    store = app[STORE]
+    app[SERVICES].resolver.forget(actor_id)
+    store = app[SERVICES].store
     if store.is_postgres:
         async with store.begin() as conn:
             await announce_identity(conn, actor_id)
@@ -185,7 +179,7 @@ def _parse(body: bytes) -> dict[str, Any]:
 
 async def _check_blocks(app: web.Application, actor_id: str, key_id: str | None) -> None:
     """Refuse blocked actors and servers (the key's server too), from a short-lived snapshot of the lists."""
-    cache = app[BLOCK_CACHE]
+    cache = app[SERVICES].block_cache
     if cache.get("until", 0.0) < asyncio.get_running_loop().time():
         # One refresh at a time: concurrent requests share it instead of each querying the blocks table.
         refresh = cache.get("refresh")
@@ -206,9 +200,9 @@ async def _check_blocks(app: web.Application, actor_id: str, key_id: str | None)
 
 
 async def _load_blocks(app: web.Application) -> None:
-    cache = app[BLOCK_CACHE]
-    async with asyncio.timeout(BLOCKS_TIMEOUT), app[STORE].connect() as conn:
-        cache["lists"] = await block_lists(conn, app[SETTINGS])
+    cache = app[SERVICES].block_cache
+    async with asyncio.timeout(BLOCKS_TIMEOUT), app[SERVICES].store.connect() as conn:
+        cache["lists"] = await block_lists(conn, app[SERVICES].settings)
     cache["until"] = asyncio.get_running_loop().time() + BLOCKS_TTL
 
 
@@ -218,7 +212,7 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
     Returns None only for the one unverifiable case we accept: a Delete of an actor whose own server
     answers 410 Gone for it (Mastodon deletes the account, then announces it; the key is gone too).
     """
-    resolver = request.app[RESOLVER]
+    resolver = request.app[SERVICES].resolver
     actor_id: str = activity["actor"]
     if key_id is None:
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
@@ -227,7 +221,7 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
     if not _same_origin(key_id, actor_id):
         raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
     _check_signed_host(request)
-    window = timedelta(seconds=request.app[SETTINGS].signature_window)
+    window = timedelta(seconds=request.app[SERVICES].settings.signature_window)
     reason = ""
     for refresh in (False, True):
         try:
@@ -264,7 +258,7 @@ def _our_authorities(base_url: str, domain: str) -> frozenset[str]:
 def _check_signed_host(request: web.Request) -> None:
     """The Host the signature covers must be ours: a request signed for another server (its host, its inbox's
     request-target) must not be replayed here. Both schemes take the signed host from this header."""
-    settings: Settings = request.app[SETTINGS]
+    settings: Settings = request.app[SERVICES].settings
     scheme = settings.base_url.split("://", 1)[0]
     host = request.headers.get("Host", "")
     ours = not any(c in host for c in "@/\\?#")  # a bare host[:port]; "x@ours" would parse as ours
@@ -283,12 +277,12 @@ async def _gone_actor_delete(request: web.Request, activity: dict[str, Any], exc
     if activity.get("type") != "Delete" or ref_id(activity.get("object")) != actor_id or exc.http_status != 410:
         return False
     try:
-        await request.app[RESOLVER].client.fetch_json(actor_id)
+        await request.app[SERVICES].resolver.client.fetch_json(actor_id)
         return False  # the actor still exists: the key problem is real, refuse
     except FetchError as again:
         if again.http_status != 410:
             return False
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         known = (await conn.execute(select(followers.c.id).where(followers.c.actor_id == actor_id))).first()
         if known is None:
             known = (await conn.execute(

@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import func, select, text
 
-from ..app import HEALTH, METRICS, SETTINGS, STORE
 from ..config import metrics_address
 from ..health import describe, is_storage_outage
 from ..store import disk_free_bytes
 from ..tables import deliveries, inbox_items
-from .common import require_admin
+from .common import SERVICES, require_admin
 
 PROBE_TIMEOUT = 3.0  # seconds the database gets to answer SELECT 1 before /healthz calls it down
 
@@ -29,9 +28,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _health(app: web.Application) -> web.Response:
-    failing = app[HEALTH].stuck()
+    failing = app[SERVICES].health.stuck()
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT), app[STORE].connect() as conn:
+        async with asyncio.timeout(PROBE_TIMEOUT), app[SERVICES].store.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
         if not is_storage_outage(exc):
@@ -50,7 +49,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def render(app: web.Application) -> web.Response:
     """Counters of this process plus queue gauges read from the shared database."""
-    async with app[STORE].connect() as conn:
+    async with app[SERVICES].store.connect() as conn:
         by_state = (await conn.execute(
             select(deliveries.c.state, func.count()).group_by(deliveries.c.state))).all()
         inbox_pending = (await conn.execute(
@@ -60,19 +59,19 @@ async def render(app: web.Application) -> web.Response:
         "fedibridge_inbox_queue": ("Inbox activities waiting to be handled.", [({}, inbox_pending)]),
         "fedibridge_task_failing": ("1 for each long-lived task of this process that is failing now.",
                                     [({"task": name}, float(state.failing_since is not None))
-                                     for name, state in sorted(app[HEALTH].tasks.items())]),
+                                     for name, state in sorted(app[SERVICES].health.tasks.items())]),
     }
-    free = disk_free_bytes(app[STORE].database_url)
+    free = disk_free_bytes(app[SERVICES].store.database_url)
     if free is not None:
         gauges["fedibridge_disk_free_bytes"] = ("Free space on the SQLite database's filesystem.", [({}, free)])
-    body = app[METRICS].render(gauges)
+    body = app[SERVICES].metrics.render(gauges)
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
 async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
     """Serve /metrics (and /healthz) on metrics_bind, a separate address the public port never answers for."""
-    host, port = metrics_address(app[SETTINGS].metrics_bind)
+    host, port = metrics_address(app[SERVICES].settings.metrics_bind)
 
     async def scrape(request: web.Request) -> web.Response:
         return await render(app)

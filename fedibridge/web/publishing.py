@@ -13,14 +13,20 @@ from sqlalchemy import func, select
 
 from .. import articles as store_articles
 from .. import remote_json, vocab
-from ..app import CLIENT, SETTINGS, SITE, STORE
-from ..delivery import notify
 from ..enclosures import measure_images
 from ..errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from ..feeds import FeedSite, article_feed, feed_etag, last_modified
 from ..store import count
 from ..tables import activities, articles, comments
-from .common import PAGE_SIZE, activity_response, json_response, page_number, require_admin, wants_activity_json
+from .common import (
+    PAGE_SIZE,
+    SERVICES,
+    activity_response,
+    json_response,
+    page_number,
+    require_admin,
+    wants_activity_json,
+)
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 # What POST /api/articles takes (DESIGN §3), and what GET /api/articles/{slug} adds that a script may send
@@ -75,14 +81,14 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 
 async def post_article(request: web.Request) -> web.Response:
     require_admin(request)
-    data = await _read_json(request, request.app[SETTINGS].max_article_bytes)
+    data = await _read_json(request, request.app[SERVICES].settings.max_article_bytes)
     check_api_fields(data)
     inp = store_articles.validate(data, source="api")
-    site = request.app[SITE]
-    result = await store_articles.publish_one(request.app[STORE], site, inp)
-    notify(request.app)
+    site = request.app[SERVICES].site
+    result = await store_articles.publish_one(request.app[SERVICES].store, site, inp)
+    request.app[SERVICES].wake.delivery.set()
     if result.changed and result.article.image:  # committed already: a slow image host delays only the answer
-        await measure_images(request.app[CLIENT], request.app[STORE], [result.article.slug])
+        await measure_images(request.app[SERVICES].client, request.app[SERVICES].store, [result.article.slug])
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body, status=201 if result.created else 200)
@@ -91,18 +97,18 @@ async def post_article(request: web.Request) -> web.Response:
 async def get_article_admin(request: web.Request) -> web.Response:
     require_admin(request)
     slug = request.match_info["slug"]
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         article = await store_articles.get_article(conn, slug, with_counts=True)
     if article is None:
         raise NotFound(f"no article with slug {slug}")
-    return json_response(store_articles.article_json(request.app[SITE], article))
+    return json_response(store_articles.article_json(request.app[SERVICES].site, article))
 
 
 async def delete_article(request: web.Request) -> web.Response:
     require_admin(request)
-    site = request.app[SITE]
-    result = await store_articles.delete_one(request.app[STORE], site, request.match_info["slug"])
-    notify(request.app)
+    site = request.app[SERVICES].site
+    result = await store_articles.delete_one(request.app[SERVICES].store, site, request.match_info["slug"])
+    request.app[SERVICES].wake.delivery.set()
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body)
@@ -117,9 +123,9 @@ def _gone(site: vocab.Site, object_id: str, deleted: datetime) -> web.Response:
 
 async def article_object(request: web.Request) -> web.StreamResponse:
     """Content negotiation: AP JSON for fediverse software, a redirect to the blog for browsers."""
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     slug = request.match_info["slug"]
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         article = await store_articles.get_article(conn, slug)
     if article is None:
         raise NotFound(f"no article with slug {slug}")
@@ -131,9 +137,9 @@ async def article_object(request: web.Request) -> web.StreamResponse:
 
 
 async def activity(request: web.Request) -> web.Response:
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     key = request.match_info["key"]
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         row = (await conn.execute(
             select(activities.c.type, activities.c.payload, articles.c.deleted)
             .select_from(activities.outerjoin(articles, activities.c.article_id == articles.c.id))
@@ -149,11 +155,11 @@ async def activity(request: web.Request) -> web.Response:
 
 async def replies(request: web.Request) -> web.Response:
     """Public, approved replies by id, oldest first: what Mastodon walks to show a thread."""
-    site = request.app[SITE]
+    site = request.app[SERVICES].site
     slug = request.match_info["slug"]
     page = page_number(request)
     replies_id = site.replies_id(slug)
-    async with request.app[STORE].connect() as conn:
+    async with request.app[SERVICES].store.connect() as conn:
         row = await store_articles.get_row(conn, slug)
         if row is None:
             raise NotFound(f"no article with slug {slug}")
@@ -182,7 +188,7 @@ async def replies(request: web.Request) -> web.Response:
 
 
 def feed_site(request: web.Request) -> FeedSite:
-    s = request.app[SETTINGS]
+    s = request.app[SERVICES].settings
     return FeedSite(title=s.name, description=s.summary or s.name, blog_url=s.blog, base_url=s.base,
                     language=s.language or None, author_name=s.name)
 
@@ -206,8 +212,8 @@ def _not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
 
 
 async def _feed(request: web.Request, kind: str) -> web.Response:
-    settings = request.app[SETTINGS]
-    async with request.app[STORE].connect() as conn:
+    settings = request.app[SERVICES].settings
+    async with request.app[SERVICES].store.connect() as conn:
         live = await store_articles.latest(conn, settings.feed_entries)
         gone = await store_articles.last_deleted(conn)
     body = article_feed(feed_site(request), live, kind, full_content=True)  # type: ignore[arg-type]

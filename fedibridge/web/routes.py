@@ -6,17 +6,20 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ..app import SETTINGS
-from . import api, comments_api, discovery, inbox, ops, publishing, widget
+from ..config import Settings
+from . import comments_api, discovery, followers_api, inbox, ops, publishing, widget
 
-# Feature modules, each with `setup(app: web.Application, prefix: str) -> None`.
-FEATURES = (publishing, inbox, api, comments_api, widget)
+# Feature modules, each with `setup(app: web.Application, prefix: str) -> None` (the inbox also needs the username).
+FEATURES = (publishing, followers_api, comments_api, widget)
 
 
-def setup_routes(app: web.Application) -> None:
-    """Well-known documents live at the host root; everything else under base_url's path."""
-    prefix = urlsplit(app[SETTINGS].base).path.rstrip("/")
-    username = app[SETTINGS].username
+def setup_routes(app: web.Application, settings: Settings) -> None:
+    """Well-known documents live at the host root; everything else under base_url's path.
+
+    Runs before start-up (Services does not exist yet): what the routes depend on comes from `settings`.
+    """
+    prefix = urlsplit(settings.base).path.rstrip("/")
+    username = settings.username
     r = app.router
     r.add_get("/.well-known/webfinger", discovery.webfinger)
     r.add_get("/.well-known/host-meta", discovery.host_meta)
@@ -30,9 +33,10 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(actor + "/following", discovery.empty_collection)
     r.add_get(actor + "/collections/featured", discovery.empty_collection)
     r.add_get(prefix + "/healthz", ops.healthz)
-    if app[SETTINGS].metrics_bind:
+    if settings.metrics_bind:
         app.cleanup_ctx.append(ops.metrics_listener)  # /metrics lives there, not on the public port
     else:
         r.add_get(prefix + "/metrics", ops.metrics)
+    inbox.setup(app, prefix, username)
     for module in FEATURES:
         module.setup(app, prefix)

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .hosts import netloc_of
+from .store import insert_ignore
 from .tables import deliveries, followers
 from .wakeup import announce
-
-
-def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING on both backends (idempotent enqueues and inbox dedupe)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 async def follower_inboxes(conn: AsyncConnection) -> list[str]:

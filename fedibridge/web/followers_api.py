@@ -6,9 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..app import SETTINGS, STORE
 from ..followers import followers_page
-from .common import json_response, require_admin
+from .common import SERVICES, json_response, require_admin
 from .paging import cursor, next_url, page_params
 
 DEFAULT_LIMIT = 100
@@ -23,7 +22,7 @@ async def followers(request: web.Request) -> web.Response:
     """Followers with their delivery inbox, oldest first, a page at a time (admin only: not public data)."""
     require_admin(request)
     page = page_params(request, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
-    total, rows = await followers_page(request.app[STORE], limit=page.limit + 1, offset=page.offset,
+    total, rows = await followers_page(request.app[SERVICES].store, limit=page.limit + 1, offset=page.offset,
                                        after=page.after)
     body: dict[str, Any] = {
         "total": total,
@@ -34,5 +33,5 @@ async def followers(request: web.Request) -> web.Response:
     }
     if len(rows) > page.limit:  # one more row than asked: there is a following page
         last = rows[page.limit - 1]
-        body["next"] = next_url(request, request.app[SETTINGS].base, cursor(last.since, last.id))
+        body["next"] = next_url(request, request.app[SERVICES].settings.base, cursor(last.since, last.id))
     return json_response(body)

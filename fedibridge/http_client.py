@@ -14,7 +14,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urldefrag
 
 import aiohttp
@@ -23,13 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from yarl import URL
 
 from . import remote_json
+from .config import Scheme
 from .errors import FetchError
 from .hosts import normalise_host, same_origin
 from .netguard import BlockedAddress, GuardedResolver, is_noncanonical_ipv4, is_public_address
 from .signatures import sign_request
 from .store import utcnow
-
-Scheme = Literal["cavage", "rfc9421"]
 
 AP_ACCEPT = 'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fedibridge.errors import FetchError
+from fedibridge.http_client import GuardedClient, Signer
 from fedibridge.netguard import is_public_address
 from fedibridge.remote_actors import Resolver
-from fedibridge.resolver import GuardedClient, Signer
 from fedibridge.signatures import load_public_key, verify_request
 
 UA = "fedibridge/0.1.0 (+https://blog.example.org/fediverse)"

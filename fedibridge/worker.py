@@ -1,0 +1,278 @@
+"""One leased-row worker for every queue: inbox handling, delivery and webhooks are queues, not loops.
+
+A queue is a table of rows whose `state` says what happens next (pending → done | failed). A worker claims
+due rows in batches with a lease (`locked_until`, and `locked_by` where the table records an owner) in one
+statement — `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)` on PostgreSQL, the same statement under
+SQLite's single writer — so any number of processes share a queue and a process killed with -9 loses
+nothing: its rows are due again when the lease runs out (at once when the dead process ran on this machine
+and the table records owners). A queue supplies only its `Queue` (table and leasing), its `Policy` (a value)
+and a handler that takes a *batch* of claimed rows and returns one `Finish` per row; the rows are then
+finished together, in one statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .health import Backoff, Health, describe
+from .logsafe import logger
+from .store import Store, utcnow, wait_event
+from .wakeup import listen
+
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one queue leases and retries, stated once as a value."""
+
+    lease: timedelta  # a claimed row not finished by then is another worker's again
+    batch: int  # rows claimed per statement
+    max_attempts: int  # tries before a row fails for good
+    retry: Callable[[int], float]  # seconds before the next try after `attempts` failed tries
+    poll: float = 1.0  # idle wait when no wake-up arrives
+    min_delay: float = 0.0  # a floor under every retry delay (Retry-After: 0 must not hot-loop)
+
+    def gives_up(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds until the next try: the remote's Retry-After when it gave one, else the curve."""
+        return max(self.min_delay, retry_after if retry_after is not None else self.retry(attempts))
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Where a queue's rows live and how they are leased."""
+
+    table: Table
+    order: tuple[str, ...] = ("id",)  # claim order (oldest first)
+    owned: bool = False  # rows record their owner (`locked_by`): finish/release touch only ours, dead owners reaped
+    count_on_claim: bool = False  # attempts counted when claimed (a handler may take the process down with it)
+    columns: tuple[str, ...] = ()  # what a claim returns; empty: every column
+
+    def due(self, now: datetime) -> Any:
+        c = self.table.c
+        return and_(c.state == "pending", c.next_attempt_at <= now,
+                    or_(c.locked_until.is_(None), c.locked_until < now))
+
+
+@dataclass
+class Finish:
+    """What became of one claimed row: the values to write (state, next_attempt_at, error…). The lease is cleared."""
+
+    id: int
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+BatchHandler = Callable[[list[Any]], Awaitable[list[Finish]]]
+
+
+async def claim(store: Store, queue: Queue, policy: Policy, owner: str, now: datetime | None = None,
+                limit: int | None = None) -> list[Any]:
+    """Lease up to `limit` due rows to `owner`, oldest first; returned sorted by id.
+
+    On SQLite a read comes first: an idle poll must not take the write lock, and a claim holds it for one
+    statement only, so the inbox's group commit never queues behind a worker for long.
+    """
+    now = now or utcnow()
+    c = queue.table.c
+    pick = (select(c.id).where(queue.due(now)).order_by(*(c[name] for name in queue.order))
+            .limit(limit or policy.batch))
+    if store.is_postgres:
+        pick = pick.with_for_update(skip_locked=True)
+    elif not await store.has_rows(select(c.id).where(queue.due(now))):
+        return []
+    values: dict[str, Any] = {"locked_until": now + policy.lease}
+    if queue.owned:
+        values["locked_by"] = owner
+    if queue.count_on_claim:
+        values["attempts"] = c.attempts + 1
+    returning = [c[name] for name in queue.columns] if queue.columns else list(c)
+    stmt = update(queue.table).where(c.id.in_(pick.scalar_subquery())).values(**values).returning(*returning)
+    async with store.begin() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return sorted(rows, key=lambda r: r.id)
+
+
+def _owned_by(queue: Queue, owner: str) -> list[Any]:
+    return [queue.table.c.locked_by == owner] if queue.owned else []
+
+
+async def finish(conn: AsyncConnection, queue: Queue, owner: str, outcomes: Sequence[Finish],
+                 **common: Any) -> None:
+    """Write outcomes in the caller's transaction: one executemany per shape of values, leases cleared.
+
+    Only rows still leased to `owner` change (where the table records owners): a row whose lease ran out and
+    was claimed by another worker is that worker's to finish.
+    """
+    shapes: dict[tuple[str, ...], list[Finish]] = {}
+    for outcome in outcomes:
+        shapes.setdefault(tuple(sorted(outcome.values)), []).append(outcome)
+    c = queue.table.c
+    for keys, group in shapes.items():
+        stmt = (update(queue.table).where(c.id == bindparam("w_id"), *_owned_by(queue, owner))
+                .values(**common, locked_until=None, **({"locked_by": None} if queue.owned else {}),
+                        **{k: bindparam(f"w_{k}") for k in keys}))
+        await conn.execute(stmt, [{"w_id": o.id, **{f"w_{k}": o.values[k] for k in keys}} for o in group])
+
+
+async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) -> None:
+    """Hand claimed rows back now (lease cleared; an attempt counted at claim is uncounted), so the next
+    worker handles them within its poll instead of when the lease runs out."""
+    ids = sorted(ids)
+    if not ids:
+        return
+    c = queue.table.c
+    values: dict[str, Any] = {"locked_until": None}
+    if queue.owned:
+        values["locked_by"] = None
+    if queue.count_on_claim:
+        values["attempts"] = c.attempts - 1
+    async with store.begin() as conn:
+        await conn.execute(update(queue.table).where(c.id.in_(ids), c.state == "pending", *_owned_by(queue, owner))
+                           .values(**values))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def reap_dead_local_workers(store: Store, queue: Queue, owner: str) -> list[str]:
+    """Release rows leased by a worker of this machine whose process is gone (kill -9, crash); returns them.
+
+    Owners are "host:pid:…"; other machines' workers are only trusted to be dead when their lease expires.
+    """
+    if not queue.owned:
+        return []
+    c = queue.table.c
+    prefix = socket.gethostname() + ":"
+    like = prefix.replace("%", r"\%").replace("_", r"\_") + "%"
+    async with store.connect() as conn:
+        owners = (await conn.execute(
+            select(c.locked_by).distinct()
+            .where(c.state == "pending", c.locked_until > utcnow(), c.locked_by.like(like, escape="\\"))
+        )).scalars().all()
+    dead = []
+    for other in owners:
+        pid = other[len(prefix):].split(":", 1)[0]
+        if other != owner and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            dead.append(other)
+    if dead:
+        async with store.begin() as conn:
+            result = await conn.execute(update(queue.table).where(c.locked_by.in_(dead), c.state == "pending")
+                                        .values(locked_until=None, locked_by=None))
+        log.info("released %d %s rows of dead workers %s", result.rowcount, queue.table.name, ", ".join(dead))
+    return dead
+
+
+async def run_loop(task: str, health: Health, step: Callable[[], Awaitable[Any]],
+                   stop: Callable[[], Awaitable[None]]) -> None:
+    """Forever: `step()`; when it fails (the database is away, or a bug) back off and say so on /healthz
+    under `task`; when cancelled, `stop()` (hand back leases) before the cancellation goes on."""
+    retry = Backoff()
+    try:
+        while True:
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not health.is_failing(task):
+                    log.exception("%s: pass failed; retrying", task)
+                else:
+                    log.debug("%s: pass failed again: %s", task, describe(exc))
+                health.failing(task, exc)
+                await asyncio.sleep(retry.next())
+                continue
+            if health.is_failing(task):
+                log.warning("%s: working again", task)
+            health.ok(task)
+            retry.reset()
+    except asyncio.CancelledError:
+        await stop()
+        raise
+
+
+async def listening(store: Store, health: Health, wake: asyncio.Event, name: str,
+                    body: Callable[[], Awaitable[None]]) -> None:
+    """Run `body` while LISTEN/NOTIFY (PostgreSQL) sets `wake` when another process queues work."""
+    listener = asyncio.create_task(listen(store, health, wake, name), name=name)
+    try:
+        await body()
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
+@dataclass
+class Worker:
+    """Claims batches from one queue, hands each to its handler, finishes the rows together.
+
+    `held` holds the ids claimed and not yet finished: when the database fails mid-batch they are released
+    on the next pass, and a graceful stop releases them at once, so nothing waits out its lease.
+    """
+
+    store: Store
+    queue: Queue
+    policy: Policy
+    handler: BatchHandler
+    owner: str
+    held: set[int] = field(default_factory=set)
+
+    async def run_once(self) -> int:
+        """Claim and handle one batch of due rows; returns how many were claimed."""
+        if self.held:
+            await release(self.store, self.queue, self.owner, self.held)
+            self.held.clear()
+        claiming = asyncio.ensure_future(claim(self.store, self.queue, self.policy, self.owner))
+        try:
+            rows = await asyncio.shield(claiming)  # a claim cut in half by a stop would leave rows leased
+        except asyncio.CancelledError:
+            await asyncio.wait([claiming])
+            if not claiming.cancelled() and claiming.exception() is None:
+                self.held.update(r.id for r in claiming.result())
+            raise
+        if not rows:
+            return 0
+        self.held.update(r.id for r in rows)
+        outcomes = await self.handler(rows)
+        writing = asyncio.ensure_future(self._finish(outcomes))
+        await asyncio.shield(writing)  # a stop must not cut the batch's one transaction in half
+        self.held.difference_update(o.id for o in outcomes)
+        return len(rows)
+
+    async def _finish(self, outcomes: list[Finish]) -> None:
+        if outcomes:
+            async with self.store.begin() as conn:
+                await finish(conn, self.queue, self.owner, outcomes)
+
+    async def stop(self) -> None:
+        """Hand back at once what was claimed and not finished (their lease would expire anyway)."""
+        if not self.held:
+            return
+        try:
+            await asyncio.shield(asyncio.ensure_future(release(self.store, self.queue, self.owner, self.held)))
+            self.held.clear()
+        except Exception as exc:  # noqa: BLE001 - their lease expires; nothing is lost
+            log.warning("could not release %d %s rows on stop (their lease will expire): %s",
+                        len(self.held), self.queue.table.name, describe(exc))
+
+    async def idle(self, wake: asyncio.Event) -> None:
+        """Sleep until woken (this process queued work, or NOTIFY) or the poll passes."""
+        await wait_event(wake, self.policy.poll)
