@@ -8,7 +8,6 @@ and the activity, the article row and the delivery rows are written in one trans
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import unicodedata
 import uuid
@@ -26,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from . import vocab
 from .enqueue import enqueue_to_followers
 from .errors import BadRequest, Gone, NotFound
+from .jsontext import dumps
 from .models import Article
 from .sanitize import sanitize_article
 from .store import Store, utcnow
@@ -193,7 +193,7 @@ def content_hash(values: Mapping[str, Any]) -> str:
     data["tags"] = list(data["tags"] or [])
     if isinstance(data["published"], datetime):
         data["published"] = vocab.iso(data["published"])
-    blob = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    blob = dumps(data, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

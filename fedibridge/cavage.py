@@ -20,19 +20,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from .errors import Rejected
 from .rfc9421 import short
 
 # One `name="value"` (or bare `name=value`) parameter of a draft-cavage Signature header.
 PARAM = re.compile(r'\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"([^"]*)"|([^\s,"]+))\s*(?:,|\Z)')
 _PARAMS = re.compile(r'(?:\s*[A-Za-z][A-Za-z0-9_-]*\s*=\s*(?:"[^"]*"|[^\s,"]+)\s*(?:,|\Z))+')
-
-
-class Rejected(Exception):
-    """A verification step failed for `reason`; signatures turns it into a failed VerifyResult."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def digest_header(body: bytes) -> str:

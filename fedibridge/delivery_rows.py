@@ -6,10 +6,11 @@ worker.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from typing import Any
+
+from .jsontext import dump_bytes
 
 RETRYABLE = frozenset({408, 429}) | frozenset(range(500, 600))  # statuses worth another try
 
@@ -27,7 +28,7 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 
 def serialize(payload: Any) -> bytes:
     """Compact UTF-8 JSON: one byte string per activity, the same for every target."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dump_bytes(payload)
 
 
 @dataclass

@@ -68,3 +68,14 @@ class StorageUnavailable(FedibridgeError):
     def __init__(self, message: str, *, retry_after: int = 10) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Rejected(Exception):
+    """A signature verification step failed for `reason` (draft-cavage or RFC 9421 alike).
+
+    Not a FedibridgeError: it never leaves `signatures`, which turns it into a failed VerifyResult.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import html
-import mimetypes
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from feedgen.feed import FeedEntry, FeedGenerator
 
 from .feed_extensions import CommentsEntryExtension, CommentsExtension
+from .mediatypes import media_type
 from .models import Article, Author, Comment
 from .sanitize import strip_controls
 
@@ -27,18 +26,6 @@ __all__ = ["FeedSite", "article_feed", "comment_feed", "feed_etag", "last_modifi
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EXCERPT_CHARS = 300
-
-# mimetypes misses some image formats on older systems; an enclosure needs a type in RSS.
-_IMAGE_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".svg": "image/svg+xml",
-}
-
 
 @dataclass(frozen=True)
 class FeedSite:
@@ -120,13 +107,8 @@ def _looks_like_html(text: str) -> bool:
 
 
 def _image_type(url: str) -> str:
-    path = urlsplit(url).path.lower()
-    dot = path.rfind(".")
-    ext = path[dot:] if dot != -1 else ""
-    if ext in _IMAGE_TYPES:
-        return _IMAGE_TYPES[ext]
-    guessed, _ = mimetypes.guess_type(path, strict=False)
-    return guessed or "application/octet-stream"
+    """An enclosure must say its type: the extension's, else the generic one."""
+    return media_type(url) or "application/octet-stream"
 
 
 def _new_feed(

@@ -20,18 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from http_sf.innerlist import ser_item_or_inner_list
 
+from .errors import Rejected
+
 LABEL = "sig1"
 MAX_LABELS = 4  # signatures per request (only the first is verified)
 MAX_COMPONENTS = 32  # covered components per signature; signatures.MAX_COVERED is this same cap
 ALGORITHMS = ("rsa-v1_5-sha256", "rsa-pss-sha512")
-
-
-class Rejected(Exception):
-    """An RFC 9421 step failed for `reason`; signatures turns it into a failed VerifyResult."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

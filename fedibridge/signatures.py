@@ -29,8 +29,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import cavage, rfc9421
-from .cavage import Rejected as _Reject
 from .cavage import digest_header
+from .errors import Rejected
 from .rfc9421 import content_digest_header
 
 __all__ = [
@@ -194,7 +194,7 @@ def verify_request(
     """
     try:
         return _verify(method, target, headers, body, public_key, _utc(now), window, authority)
-    except _Reject as rej:
+    except Rejected as rej:
         return VerifyResult(False, rej.reason, None, None)
     except Exception as exc:  # last line of defence: hostile input must never crash the inbox
         return VerifyResult(False, f"malformed signature ({type(exc).__name__})", None, None)
@@ -225,29 +225,29 @@ def _verify(
     authority: str | None,
 ) -> VerifyResult:
     if not isinstance(key, RSAPublicKey):
-        raise _Reject("key is not an RSA key")
+        raise Rejected("key is not an RSA key")
     if not MIN_KEY_BITS <= key.key_size <= MAX_KEY_BITS:
-        raise _Reject(f"unsupported RSA key size {key.key_size}")
+        raise Rejected(f"unsupported RSA key size {key.key_size}")
     h = _lower_headers(headers)
     for name in ("signature", "signature-input", "authorization"):
         if len(h.get(name, "")) > MAX_SIGNATURE_FIELD:
-            raise _Reject(f"{name} header too large")
+            raise Rejected(f"{name} header too large")
     req = _Incoming(method.upper(), target, h, body, key, now, window, authority)
     if "signature-input" in h:
         try:
             return _verify_rfc9421(req)
-        except _Reject as rej:
+        except Rejected as rej:
             return VerifyResult(False, rej.reason, None, "rfc9421")
     try:
         params = cavage.parse_params(h)
-    except _Reject as rej:
+    except Rejected as rej:
         return VerifyResult(False, rej.reason, None, "cavage")
     if params is None:
-        raise _Reject("no signature header")
+        raise Rejected("no signature header")
     key_id = params.get("keyid") or None
     try:
         _verify_cavage(req, params)
-    except _Reject as rej:
+    except Rejected as rej:
         return VerifyResult(False, rej.reason, key_id, "cavage")
     return VerifyResult(True, "ok", key_id, "cavage")
 
@@ -262,11 +262,11 @@ def _verify_cavage(req: _Incoming, params: dict[str, str]) -> None:
     if "(created)" in pseudo:
         _check_time(_from_ts(int(pseudo["(created)"])), req, "created")
     if "(expires)" in pseudo and int(pseudo["(expires)"]) < req.now.timestamp():
-        raise _Reject("signature expired")
+        raise Rejected("signature expired")
     message = cavage.signing_string(covered, pseudo, req.headers, req.authority)
     signature = cavage.unb64(params["signature"])
     if not _rsa_verify(req.key, signature, message, "rsa-v1_5-sha256"):
-        raise _Reject("signature mismatch")
+        raise Rejected("signature mismatch")
 
 
 def _verify_rfc9421(req: _Incoming) -> VerifyResult:
@@ -275,11 +275,11 @@ def _verify_rfc9421(req: _Incoming) -> VerifyResult:
         key_id, members, params, entry = rfc9421.first_signature(
             req.headers["signature-input"], req.headers.get("signature", "")
         )
-    except rfc9421.Rejected as rej:
-        raise _Reject(rej.reason) from None
+    except Rejected as rej:
+        raise Rejected(rej.reason) from None
     try:
         _verify_one_9421(req, members, params, entry)
-    except (_Reject, rfc9421.Rejected) as rej:
+    except Rejected as rej:
         return VerifyResult(False, rej.reason, key_id, "rfc9421")
     return VerifyResult(True, "ok", key_id, "rfc9421")
 
@@ -290,12 +290,12 @@ def _verify_one_9421(req: _Incoming, members: Any, params: dict[str, Any], entry
     _check_digests(req, sig.components, "content-digest")
     _check_time(_from_ts(sig.created), req, "created")
     if sig.expires is not None and (type(sig.expires) is not int or sig.expires < req.now.timestamp()):
-        raise _Reject("signature expired")
+        raise Rejected("signature expired")
     host = (req.authority or req.headers.get("host") or "").lower()
     for base in rfc9421.candidate_bases(sig, req.method, req.target, req.headers, host):
         if any(_rsa_verify(req.key, sig.signature, base, a) for a in sig.algorithms):
             return
-    raise _Reject("signature mismatch")
+    raise Rejected("signature mismatch")
 
 
 # --- shared checks --------------------------------------------------------------------------------------
@@ -306,30 +306,30 @@ def _check_digests(req: _Incoming, covered: list[str], usual: str) -> None:
     signed = [n for n in ("digest", "content-digest") if n in covered]
     if not signed:
         if req.method in BODY_METHODS or req.body:
-            raise _Reject(f"{usual} is not signed")
+            raise Rejected(f"{usual} is not signed")
         return
     for name in signed:
         value = req.headers.get(name)
         if value is None:
-            raise _Reject(f"{name} header is missing")
+            raise Rejected(f"{name} header is missing")
         try:
             pairs = cavage.parse_digest(value) if name == "digest" else rfc9421.parse_content_digest(value)
-        except rfc9421.Rejected as rej:
-            raise _Reject(rej.reason) from None
+        except Rejected as rej:
+            raise Rejected(rej.reason) from None
         checked = False
         for alg, got in pairs:
             digest = _DIGESTS.get(alg)
             if digest is not None:
                 if not hmac.compare_digest(got, digest(req.body).digest()):
-                    raise _Reject("digest does not match body")
+                    raise Rejected("digest does not match body")
                 checked = True
         if not checked:
-            raise _Reject(f"{name} header has no supported algorithm")
+            raise Rejected(f"{name} header has no supported algorithm")
 
 
 def _check_time(when: datetime, req: _Incoming, what: str) -> None:
     if not req.now - req.window <= when <= req.now + req.window:
-        raise _Reject(f"{what} outside window")
+        raise Rejected(f"{what} outside window")
 
 
 def _from_ts(seconds: int) -> datetime:
@@ -341,7 +341,7 @@ def _from_ts(seconds: int) -> datetime:
 
 def _parse_http_date(value: str | None) -> datetime:
     if not value:
-        raise _Reject("date header is missing")
+        raise Rejected("date header is missing")
     fixdate = _IMF_FIXDATE.fullmatch(value)
     try:
         if fixdate is not None:  # what every fediverse server sends: skip email.utils' general parser
@@ -350,7 +350,7 @@ def _parse_http_date(value: str | None) -> datetime:
                             tzinfo=UTC)
         return _utc(parsedate_to_datetime(value))
     except (TypeError, ValueError, IndexError, OverflowError):
-        raise _Reject("date header is not an HTTP date") from None
+        raise Rejected("date header is not an HTTP date") from None
 
 
 def _rsa_verify(key: RSAPublicKey, signature: bytes, message: str, alg: str) -> bool:

@@ -9,13 +9,12 @@ expansion. No I/O and no clock: every timestamp is passed in. HTML given here is
 from __future__ import annotations
 
 import html
-import mimetypes
 import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
+from fedibridge.mediatypes import media_type as media_type  # re-exported: vocab.media_type
 from fedibridge.models import Article
 from fedibridge.sanitize import plain_text
 from fedibridge.site import Site as Site  # re-exported: vocab.Site is what most callers use
@@ -53,19 +52,6 @@ CONTEXT: list[Any] = [
 _TAG_SEPARATORS = "_\u00b7\u30fb\u200c"
 _TAG_SPLIT = re.compile(rf"[^\w{_TAG_SEPARATORS}]+")
 _LOOKS_HTML = re.compile(r"<[a-zA-Z/!]")
-_MEDIA_TYPES = {
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".png": "image/png",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".svg": "image/svg+xml",
-    ".mp4": "video/mp4",
-    ".webm": "video/webm",
-    ".mp3": "audio/mpeg",
-    ".ogg": "audio/ogg",
-}
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -79,16 +65,6 @@ def iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def media_type(url: str) -> str | None:
-    """Guess a MIME type from the URL's extension; receivers use it to pick image vs. video."""
-    path = urlsplit(url).path.lower()
-    dot = path.rfind(".")
-    if dot == -1:
-        return None
-    ext = path[dot:]
-    return _MEDIA_TYPES.get(ext) or mimetypes.types_map.get(ext)
 
 
 def hashtag_name(tag: str) -> str | None:

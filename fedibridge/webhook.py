@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .config import Settings
 from .enqueue import enqueue_webhook
+from .jsontext import dumps
 from .models import Comment
 
 Event = Literal["comment.created", "comment.edited", "comment.deleted", "comment.approved", "comment.rejected"]
@@ -44,7 +45,7 @@ def event_body(event: Event, comment_json: dict[str, Any], article_slug: str, ar
         "article": {"slug": article_slug, "url": article_url},
         "sent_at": now.isoformat().replace("+00:00", "Z"),
     }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return dumps(doc)
 
 
 async def emit(conn: AsyncConnection, settings: Settings, event: Event, comment: Comment,

@@ -25,7 +25,7 @@ async def seeded(make_bridge: BridgeFactory, masto: RemoteInstance, **overrides:
              masto.note(alice, "<p>En attente</p>", article_id),
              masto.note(alice, "<p>Privé</p>", article_id, to=[bridge.actor], cc=[])]
     for n in notes:
-        await h["Create"](bridge.app, masto.create(alice, n), alice.id)
+        await h["Create"](bridge.services, masto.create(alice, n), alice.id)
     ids = []
     async with bridge.store.begin() as conn:
         for n, status in zip(notes, ("approved", "pending", "approved"), strict=True):
@@ -169,7 +169,7 @@ async def _replies(make_bridge: BridgeFactory, masto: RemoteInstance, n: int) ->
 
     async def reply(text: str, **extra: Any) -> None:
         note = masto.note(alice, text, article_id, **extra)
-        await store_comments.HANDLERS["Create"](bridge.app, masto.create(alice, note), alice.id)
+        await store_comments.HANDLERS["Create"](bridge.services, masto.create(alice, note), alice.id)
 
     for i in range(n):
         await reply(f"<p>Réponse n° {i} ✨</p>")  # same second for most of them: ties broken by id

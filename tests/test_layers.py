@@ -18,12 +18,12 @@ RANK = {"base": 0, "protocol": 1, "infra": 2, "services": 3, "core": 4, "web": 5
 LAYERS = {
     # base: the package root, errors, settings and small helpers every layer uses (no I/O of their own).
     "fedibridge": "base", "errors": "base", "config": "base", "hosts": "base", "logsafe": "base",
-    "metrics": "base", "health": "base", "models": "base",
+    "metrics": "base", "health": "base", "models": "base", "jsontext": "base",
     # protocol: pure ActivityPub/HTTP-signature/feed code, plain values in and out.
     "signatures": "protocol", "cavage": "protocol", "rfc9421": "protocol", "vocab": "protocol",
     "objects": "protocol", "sanitize": "protocol", "feeds": "protocol", "feed_extensions": "protocol",
     "discovery": "protocol", "site": "protocol", "keys": "protocol", "remote_json": "protocol",
-    "frontmatter": "protocol",
+    "frontmatter": "protocol", "mediatypes": "protocol",
     # infra: storage, the HTTP client and remote-document cache, wake-ups, the leased-row worker, the inbox writer.
     "store": "infra", "tables": "infra", "migrations": "infra", "migrations.env": "infra",
     "migrations.versions.0001_initial_schema": "infra", "migrations.versions.0002_image_length_last_attempt": "infra",

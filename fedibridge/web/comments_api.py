@@ -17,10 +17,11 @@ from .. import comments as store_comments
 from ..articles import article_from_row
 from ..errors import BadRequest, NotFound
 from ..feeds import FeedSite, comment_feed, feed_etag
+from ..jsontext import dumps
 from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
-from .common import SERVICES, dumps, json_response, require_admin
+from .common import SERVICES, json_response, require_admin
 from .paging import cursor, next_url, page_params
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import BadRequest, Unauthorized
+from ..jsontext import dumps
 from ..services import Services
 
 AP_CONTENT_TYPE = "application/activity+json"
@@ -23,10 +23,6 @@ def wants_activity_json(request: web.Request) -> bool:
     """ActivityPub clients ask for activity+json or ld+json (any profile); browsers ask for HTML."""
     accept = request.headers.get("Accept", "").lower()
     return any(t in accept for t in AP_TYPES) or "application/json" in accept
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def activity_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
