@@ -49,8 +49,7 @@ from multidict import CIMultiDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fedibridge import delivery  # noqa: E402
-from fedibridge.app import STORE, create_app  # noqa: E402
+from fedibridge.app import SERVICES, create_app  # noqa: E402
 from fedibridge.config import Settings, validate  # noqa: E402
 from fedibridge.signatures import load_public_key, sign_request, verify_request  # noqa: E402
 from fedibridge.store import Store, utcnow  # noqa: E402
@@ -291,7 +290,7 @@ async def fan_out(args: argparse.Namespace, inst: Instances | ReceiverProcess, t
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    store: Store = app[STORE]
+    store: Store = app[SERVICES].store
     per_host = args.followers // len(inst.hosts)
     rows = [{"actor_id": f"http://{ip}:{inst.port}/users/u{n}", "handle": f"@u{n}@{ip}",
              "inbox": f"http://{ip}:{inst.port}/users/u{n}/inbox", "shared_inbox": f"http://{ip}:{inst.port}/inbox",
@@ -327,7 +326,7 @@ async def fan_out(args: argparse.Namespace, inst: Instances | ReceiverProcess, t
         # What the publishing endpoint does after its commit (a no-op when it already did): wake the
         # in-process worker now instead of at its next 1 s poll. Worker subprocesses are woken by the
         # NOTIFY the enqueue sent (PostgreSQL), or find the rows at their next poll (SQLite).
-        delivery.notify(app)
+        app[SERVICES].wake.delivery.set()
         if isinstance(inst, ReceiverProcess):
             first, last, bad = await inst.result(args.timeout)
             return Run(label, last - start, last - first, bad)

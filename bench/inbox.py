@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
 from fedibridge import articles, inbox_worker
-from fedibridge.app import SITE, STORE, create_app
+from fedibridge.app import SERVICES, create_app
 from fedibridge.config import Settings, validate
 from fedibridge.signatures import sign_request
 from fedibridge.tables import comments, inbox_items
@@ -133,7 +133,7 @@ async def bare_server() -> tuple[web.AppRunner, str]:
 
 
 async def count(app: web.Application, table: Any) -> int:
-    async with app[STORE].connect() as conn:
+    async with app[SERVICES].store.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
@@ -174,9 +174,9 @@ async def measure(role: str, n: int, concurrency: int, rounds: int, database_url
         try:
             inp = articles.validate({"title": "Bench", "url": "http://blog.test/bench/", "content": "<p>x</p>",
                                      "slug": "bench"})
-            await articles.publish_one(app[STORE], app[SITE], inp, deliver=False)
+            await articles.publish_one(app[SERVICES].store, app[SERVICES].site, inp, deliver=False)
             inbox_url = f"{settings.base}/inbox"
-            in_reply_to = app[SITE].article_id("bench")
+            in_reply_to = app[SERVICES].site.article_id("bench")
             warm = 50  # also makes the bridge fetch and cache the actor's key before measuring
             await load(inbox_url, presign(inbox_url, actor, key, in_reply_to, 0, warm), 4)
             await load(bare_url, presign(bare_url, actor, key, in_reply_to, 0, warm), 4)
@@ -204,7 +204,7 @@ async def measure(role: str, n: int, concurrency: int, rounds: int, database_url
             expected = warm + ok
             durable = await count(app, inbox_items)  # stored before each 202: all there the moment load ends
             if role == "web":  # the web role only stores; a worker (normally another process) handles later
-                worker = asyncio.create_task(inbox_worker.run(app))
+                worker = asyncio.create_task(inbox_worker.run(app[SERVICES]))
             stored = await wait_stored(app, expected)
         finally:
             if worker is not None:

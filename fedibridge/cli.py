@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from . import __version__, config, installation
 from .doctor import run_doctor
 from .errors import ConfigError, FedibridgeError
+from .hosts import host_of
 from .keys import ensure_admin_token, ensure_keypair
 from .store import Store, sqlite_path
 
@@ -176,7 +177,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _reachable_by_the_fediverse(settings: config.Settings) -> bool:
     """Fediverse servers fetch https:// URLs on public hosts only; localhost and plain http are a local trial."""
-    host = urlsplit(settings.base_url).hostname or ""
+    host = host_of(settings.base_url)
     local = host in ("localhost", "::1") or host.endswith(".localhost") or host.startswith("127.")
     return settings.base_url.startswith("https://") and not local
 
