@@ -93,6 +93,10 @@ def test_config_path_from_env(tmp_path: Path) -> None:
         ("", {"FEDIBRIDGE_BLOCKED_DOMAINS": "spam example"}, "blocked_domains"),
         ("", {"FEDIBRIDGE_CORS_ORIGINS": "example.org"}, "cors_origins"),
         ("fetch_timeout = 0\n", {}, "fetch_timeout"),
+        # Closed choices (Literal settings): the value read is checked, with what is allowed.
+        ('object_type = "Page"\n', {}, "object_type='Page': expected Note or Article"),
+        ("", {"FEDIBRIDGE_CONTENT_MODE": "summary"}, "content_mode='summary': expected excerpt or full"),
+        ("", {"FEDIBRIDGE_SIGNATURE_SCHEME": "hs2019"}, "signature_scheme='hs2019': expected cavage or rfc9421"),
     ],
 )
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, env: dict[str, str], needle: str) -> None:

@@ -96,10 +96,11 @@ def _cached_json(request: web.Request, data: Any) -> web.Response:
 
 
 async def _public(request: web.Request, row: Any) -> web.Response:
+    services = request.app[SERVICES]
     if row is None or row.deleted is not None:
         raise NotFound("no such article")  # a deleted article's comments are kept but never shown
-    settings = request.app[SERVICES].settings
-    async with request.app[SERVICES].store.connect() as conn:
+    settings = services.settings
+    async with services.store.connect() as conn:
         tree = await comment_views.public_thread(conn, row.id)
         reactions = await reaction_summary(conn, row.id)
     data = {
@@ -128,9 +129,10 @@ async def _article_row(conn: Any, slug: str) -> Any:
 
 async def comments_index(request: web.Request) -> web.Response:
     """`?url=ARTICLE_URL` is the widget's public view; anything else is the admin listing."""
+    services = request.app[SERVICES]
     if "url" in request.query:
-        async with request.app[SERVICES].store.connect() as conn:
-            row = await comment_views.find_article(conn, request.app[SERVICES].site, request.query["url"])
+        async with services.store.connect() as conn:
+            row = await comment_views.find_article(conn, services.site, request.query["url"])
         return await _public(request, row)
     require_admin(request)
     status = request.query.get("status", "all")
@@ -138,7 +140,7 @@ async def comments_index(request: web.Request) -> web.Response:
         raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
     page = page_params(request, default=ADMIN_DEFAULT, maximum=ADMIN_LIMIT)
     slug = request.query.get("article") or None
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         total = await comment_views.count_comments(conn, status=status, slug=slug)
         found = await comment_views.list_comments(conn, status=status, slug=slug, limit=page.limit + 1,
                                                    offset=page.offset, after=page.after)
@@ -148,7 +150,7 @@ async def comments_index(request: web.Request) -> web.Response:
     }
     if len(found) > page.limit:  # one more row than asked: there is a following page
         last = found[page.limit - 1]
-        body["next"] = next_url(request, request.app[SERVICES].settings.base, cursor(last.published, last.id))
+        body["next"] = next_url(request, services.settings.base, cursor(last.published, last.id))
     return json_response(body)
 
 
@@ -156,12 +158,13 @@ async def comments_index(request: web.Request) -> web.Response:
 
 
 async def _moderate(request: web.Request, status: str) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
-    async with request.app[SERVICES].store.begin() as conn:
-        c = await store_comments.set_status(conn, request.app[SERVICES].settings, int(request.match_info["id"]), status)
+    async with services.store.begin() as conn:
+        c = await store_comments.set_status(conn, services.settings, int(request.match_info["id"]), status)
     if c is None:
         raise NotFound("no such comment")
-    request.app[SERVICES].wake.delivery.set()  # a webhook event may be queued
+    services.wake.delivery.set()  # a webhook event may be queued
     return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
@@ -184,12 +187,13 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def delete_one(request: web.Request) -> web.Response:
     """Erase the content; the row stays as a placeholder so replies keep their thread."""
+    services = request.app[SERVICES]
     require_admin(request)
-    async with request.app[SERVICES].store.begin() as conn:
+    async with services.store.begin() as conn:
         c = await comment_views.get_comment(conn, int(request.match_info["id"]))
         if c is None:
             raise NotFound("no such comment")
-        c = await store_comments.erase(conn, request.app[SERVICES].settings, c, utcnow())
+        c = await store_comments.erase(conn, services.settings, c, utcnow())
     return json_response(comment_views.comment_json(c, admin=True, nested=False))
 
 
@@ -209,9 +213,10 @@ async def _block_body(request: web.Request) -> tuple[str, str]:
 
 
 async def list_blocks(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
-    settings = request.app[SERVICES].settings
-    async with request.app[SERVICES].store.connect() as conn:
+    settings = services.settings
+    async with services.store.connect() as conn:
         stored = await moderation.list_blocks(conn)
     configured = [{"kind": "domain", "value": d, "configured": True} for d in settings.blocked_domains] + \
         [{"kind": "actor", "value": a, "configured": True} for a in settings.blocked_actors]
@@ -220,21 +225,23 @@ async def list_blocks(request: web.Request) -> web.Response:
 
 async def add_block(request: web.Request) -> web.Response:
     """Block and reject what the blocked already said (their reactions go too)."""
+    services = request.app[SERVICES]
     require_admin(request)
     kind, value = await _block_body(request)
-    async with request.app[SERVICES].store.begin() as conn:
+    async with services.store.begin() as conn:
         k, v, new = await moderation.add_block(conn, kind, value, utcnow())
-        rejected = await store_comments.reject_blocked(conn, request.app[SERVICES].settings)
-    request.app[SERVICES].block_cache.clear()
+        rejected = await store_comments.reject_blocked(conn, services.settings)
+    services.block_cache.clear()
     return json_response({"kind": k, "value": v, "rejected": rejected}, status=201 if new else 200)
 
 
 async def remove_block(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
     kind, value = await _block_body(request)
-    async with request.app[SERVICES].store.begin() as conn:
+    async with services.store.begin() as conn:
         removed = await moderation.remove_block(conn, kind, value)
-    request.app[SERVICES].block_cache.clear()
+    services.block_cache.clear()
     if not removed:
         raise NotFound(f"no {kind} block for {value}")
     return json_response({"removed": True})

@@ -39,13 +39,14 @@ def _check_resource(resource: str) -> None:
 
 
 async def webfinger(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     resource = request.query.get("resource", "").strip()
     if not resource:
         raise BadRequest("missing resource parameter")
     _check_resource(resource)
-    if not discovery.webfinger_matches(request.app[SERVICES].site, resource):
+    if not discovery.webfinger_matches(services.site, resource):
         return json_response({"error": f"no such account: {resource}"}, status=404, headers=CORS)
-    return json_response(discovery.webfinger(request.app[SERVICES].site, resource), headers=CORS,
+    return json_response(discovery.webfinger(services.site, resource), headers=CORS,
                          content_type="application/jrd+json")
 
 
@@ -65,21 +66,23 @@ async def nodeinfo_links(request: web.Request) -> web.Response:
 
 
 async def nodeinfo(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     version = request.match_info["version"]
     if version not in ("2.0", "2.1"):
         raise NotFound(f"unknown NodeInfo version {version}")
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         posts = await count(conn, select(func.count()).select_from(articles).where(articles.c.deleted.is_(None)))
-    doc = discovery.nodeinfo(request.app[SERVICES].site, version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
+    doc = discovery.nodeinfo(services.site, version, users=1, posts=posts, software_version=__version__)  # type: ignore[arg-type]
     ctype = f'application/json; profile="{NODEINFO_PROFILE.format(v=version)}"'
     # body=, not text=: with text= aiohttp re-renders the header, dropping the quotes the profile URL needs.
     return web.Response(body=json_response(doc).body, headers={**CORS, "Content-Type": ctype})
 
 
 async def actor(request: web.Request) -> web.StreamResponse:
-    site = request.app[SERVICES].site
+    services = request.app[SERVICES]
+    site = services.site
     if not wants_activity_json(request):
-        raise web.HTTPFound(request.app[SERVICES].settings.blog)
+        raise web.HTTPFound(services.settings.blog)
     return activity_response(vocab.actor_document(site))
 
 
@@ -98,7 +101,8 @@ async def _collection(request: web.Request, coll_id: str, total: int, items_for_
 
 
 async def outbox(request: web.Request) -> web.Response:
-    store = request.app[SERVICES].store
+    services = request.app[SERVICES]
+    store = services.store
     public = activities.c.in_outbox.is_(True)
     async with store.connect() as conn:
         total = await count(conn, select(func.count()).select_from(activities).where(public))
@@ -111,7 +115,7 @@ async def outbox(request: web.Request) -> web.Response:
             )
             return [r.payload for r in rows]
 
-    return await _collection(request, request.app[SERVICES].site.outbox, total, items)
+    return await _collection(request, services.site.outbox, total, items)
 
 
 def _may_list_followers(request: web.Request) -> bool:
@@ -127,13 +131,14 @@ def _may_list_followers(request: web.Request) -> bool:
 
 async def followers_collection(request: web.Request) -> web.Response:
     """The count for everyone; the pages only when allowed (Mastodon's "hide network": 403 on a page)."""
-    store = request.app[SERVICES].store
+    services = request.app[SERVICES]
+    store = services.store
     async with store.connect() as conn:
         total = await count(conn, select(func.count()).select_from(followers))
     if not _may_list_followers(request):
         if page_number(request) is not None:
             raise Forbidden("this blog does not list its followers")
-        return activity_response(vocab.ordered_collection(request.app[SERVICES].site.followers, total, None),
+        return activity_response(vocab.ordered_collection(services.site.followers, total, None),
                                  headers={"Vary": "Accept, Authorization"})
 
     async def items(offset: int, limit: int) -> list[object]:
@@ -144,8 +149,8 @@ async def followers_collection(request: web.Request) -> web.Response:
             )
             return [r.actor_id for r in rows]
 
-    resp = await _collection(request, request.app[SERVICES].site.followers, total, items)
-    if not request.app[SERVICES].settings.public_followers:
+    resp = await _collection(request, services.site.followers, total, items)
+    if not services.settings.public_followers:
         resp.headers["Vary"] = "Accept, Authorization"
         resp.headers["Cache-Control"] = "private"
     return resp

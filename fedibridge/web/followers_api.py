@@ -20,9 +20,10 @@ def setup(app: web.Application, prefix: str) -> None:
 
 async def followers(request: web.Request) -> web.Response:
     """Followers with their delivery inbox, oldest first, a page at a time (admin only: not public data)."""
+    services = request.app[SERVICES]
     require_admin(request)
     page = page_params(request, default=DEFAULT_LIMIT, maximum=MAX_LIMIT)
-    total, rows = await followers_page(request.app[SERVICES].store, limit=page.limit + 1, offset=page.offset,
+    total, rows = await followers_page(services.store, limit=page.limit + 1, offset=page.offset,
                                        after=page.after)
     body: dict[str, Any] = {
         "total": total,
@@ -33,5 +34,5 @@ async def followers(request: web.Request) -> web.Response:
     }
     if len(rows) > page.limit:  # one more row than asked: there is a following page
         last = rows[page.limit - 1]
-        body["next"] = next_url(request, request.app[SERVICES].settings.base, cursor(last.since, last.id))
+        body["next"] = next_url(request, services.settings.base, cursor(last.since, last.id))
     return json_response(body)

@@ -88,7 +88,8 @@ def setup(app: web.Application, prefix: str, username: str) -> None:
 
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
-    app[WRITER] = InboxWriter(app[SERVICES].store.database_url, app[SERVICES].health)
+    services = app[SERVICES]
+    app[WRITER] = InboxWriter(services.store.database_url, services.health)
     await app[WRITER].start()
     yield
     await app[WRITER].close()
@@ -144,8 +145,9 @@ async def _receive(request: web.Request) -> tuple[str, str]:
 async def _identity_changed(app: web.Application, actor_id: str) -> None:
     """The actor's own document changed or is gone: no process may keep answering with the old one (its key
     above all), so forget it here and tell the others (PostgreSQL; with SQLite this is the only process)."""
-    app[SERVICES].resolver.forget(actor_id)
-    store = app[SERVICES].store
+    services = app[SERVICES]
+    services.resolver.forget(actor_id)
+    store = services.store
     if store.is_postgres:
         async with store.begin() as conn:
             await announce_identity(conn, actor_id)
@@ -200,9 +202,10 @@ async def _check_blocks(app: web.Application, actor_id: str, key_id: str | None)
 
 
 async def _load_blocks(app: web.Application) -> None:
-    cache = app[SERVICES].block_cache
-    async with asyncio.timeout(BLOCKS_TIMEOUT), app[SERVICES].store.connect() as conn:
-        cache["lists"] = await block_lists(conn, app[SERVICES].settings)
+    services = app[SERVICES]
+    cache = services.block_cache
+    async with asyncio.timeout(BLOCKS_TIMEOUT), services.store.connect() as conn:
+        cache["lists"] = await block_lists(conn, services.settings)
     cache["until"] = asyncio.get_running_loop().time() + BLOCKS_TTL
 
 
@@ -212,7 +215,8 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
     Returns None only for the one unverifiable case we accept: a Delete of an actor whose own server
     answers 410 Gone for it (Mastodon deletes the account, then announces it; the key is gone too).
     """
-    resolver = request.app[SERVICES].resolver
+    services = request.app[SERVICES]
+    resolver = services.resolver
     actor_id: str = activity["actor"]
     if key_id is None:
         raise Unauthorized("request is not signed (no Signature header or no keyId)")
@@ -221,7 +225,7 @@ async def _verify(request: web.Request, body: bytes, activity: dict[str, Any], k
     if not _same_origin(key_id, actor_id):
         raise Unauthorized(f"keyId host {authority_of(key_id)} is not the actor's host {authority_of(actor_id)}")
     _check_signed_host(request)
-    window = timedelta(seconds=request.app[SERVICES].settings.signature_window)
+    window = timedelta(seconds=services.settings.signature_window)
     reason = ""
     for refresh in (False, True):
         try:
@@ -273,16 +277,17 @@ async def _gone_actor_delete(request: web.Request, activity: dict[str, Any], exc
     such Deletes for unknown accounts (it sends them to every server it ever talked to), and so do we:
     unknown actor → 202, nothing stored. A known follower/commenter → stored, the handlers remove it.
     """
+    services = request.app[SERVICES]
     actor_id: str = activity["actor"]
     if activity.get("type") != "Delete" or ref_id(activity.get("object")) != actor_id or exc.http_status != 410:
         return False
     try:
-        await request.app[SERVICES].resolver.client.fetch_json(actor_id)
+        await services.resolver.client.fetch_json(actor_id)
         return False  # the actor still exists: the key problem is real, refuse
     except FetchError as again:
         if again.http_status != 410:
             return False
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         known = (await conn.execute(select(followers.c.id).where(followers.c.actor_id == actor_id))).first()
         if known is None:
             known = (await conn.execute(

@@ -28,9 +28,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _health(app: web.Application) -> web.Response:
-    failing = app[SERVICES].health.stuck()
+    services = app[SERVICES]
+    failing = services.health.stuck()
     try:
-        async with asyncio.timeout(PROBE_TIMEOUT), app[SERVICES].store.connect() as conn:
+        async with asyncio.timeout(PROBE_TIMEOUT), services.store.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
         if not is_storage_outage(exc):
@@ -49,7 +50,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def render(app: web.Application) -> web.Response:
     """Counters of this process plus queue gauges read from the shared database."""
-    async with app[SERVICES].store.connect() as conn:
+    services = app[SERVICES]
+    async with services.store.connect() as conn:
         by_state = (await conn.execute(
             select(deliveries.c.state, func.count()).group_by(deliveries.c.state))).all()
         inbox_pending = (await conn.execute(
@@ -59,12 +61,12 @@ async def render(app: web.Application) -> web.Response:
         "fedibridge_inbox_queue": ("Inbox activities waiting to be handled.", [({}, inbox_pending)]),
         "fedibridge_task_failing": ("1 for each long-lived task of this process that is failing now.",
                                     [({"task": name}, float(state.failing_since is not None))
-                                     for name, state in sorted(app[SERVICES].health.tasks.items())]),
+                                     for name, state in sorted(services.health.tasks.items())]),
     }
-    free = disk_free_bytes(app[SERVICES].store.database_url)
+    free = disk_free_bytes(services.store.database_url)
     if free is not None:
         gauges["fedibridge_disk_free_bytes"] = ("Free space on the SQLite database's filesystem.", [({}, free)])
-    body = app[SERVICES].metrics.render(gauges)
+    body = services.metrics.render(gauges)
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 

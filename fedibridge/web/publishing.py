@@ -80,35 +80,38 @@ async def _read_json(request: web.Request, limit: int) -> Any:
 
 
 async def post_article(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
-    data = await _read_json(request, request.app[SERVICES].settings.max_article_bytes)
+    data = await _read_json(request, services.settings.max_article_bytes)
     check_api_fields(data)
     inp = store_articles.validate(data, source="api")
-    site = request.app[SERVICES].site
-    result = await store_articles.publish_one(request.app[SERVICES].store, site, inp)
-    request.app[SERVICES].wake.delivery.set()
+    site = services.site
+    result = await store_articles.publish_one(services.store, site, inp)
+    services.wake.delivery.set()
     if result.changed and result.article.image:  # committed already: a slow image host delays only the answer
-        await measure_images(request.app[SERVICES].client, request.app[SERVICES].store, [result.article.slug])
+        await measure_images(services.client, services.store, [result.article.slug])
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body, status=201 if result.created else 200)
 
 
 async def get_article_admin(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
     slug = request.match_info["slug"]
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         article = await store_articles.get_article(conn, slug, with_counts=True)
     if article is None:
         raise NotFound(f"no article with slug {slug}")
-    return json_response(store_articles.article_json(request.app[SERVICES].site, article))
+    return json_response(store_articles.article_json(services.site, article))
 
 
 async def delete_article(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
     require_admin(request)
-    site = request.app[SERVICES].site
-    result = await store_articles.delete_one(request.app[SERVICES].store, site, request.match_info["slug"])
-    request.app[SERVICES].wake.delivery.set()
+    site = services.site
+    result = await store_articles.delete_one(services.store, site, request.match_info["slug"])
+    services.wake.delivery.set()
     body = store_articles.article_json(site, result.article)
     body.update(activity=result.activity, changed=result.changed, queued=result.queued)
     return json_response(body)
@@ -123,9 +126,10 @@ def _gone(site: vocab.Site, object_id: str, deleted: datetime) -> web.Response:
 
 async def article_object(request: web.Request) -> web.StreamResponse:
     """Content negotiation: AP JSON for fediverse software, a redirect to the blog for browsers."""
-    site = request.app[SERVICES].site
+    services = request.app[SERVICES]
+    site = services.site
     slug = request.match_info["slug"]
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         article = await store_articles.get_article(conn, slug)
     if article is None:
         raise NotFound(f"no article with slug {slug}")
@@ -137,9 +141,10 @@ async def article_object(request: web.Request) -> web.StreamResponse:
 
 
 async def activity(request: web.Request) -> web.Response:
-    site = request.app[SERVICES].site
+    services = request.app[SERVICES]
+    site = services.site
     key = request.match_info["key"]
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         row = (await conn.execute(
             select(activities.c.type, activities.c.payload, articles.c.deleted)
             .select_from(activities.outerjoin(articles, activities.c.article_id == articles.c.id))
@@ -155,11 +160,12 @@ async def activity(request: web.Request) -> web.Response:
 
 async def replies(request: web.Request) -> web.Response:
     """Public, approved replies by id, oldest first: what Mastodon walks to show a thread."""
-    site = request.app[SERVICES].site
+    services = request.app[SERVICES]
+    site = services.site
     slug = request.match_info["slug"]
     page = page_number(request)
     replies_id = site.replies_id(slug)
-    async with request.app[SERVICES].store.connect() as conn:
+    async with services.store.connect() as conn:
         row = await store_articles.get_row(conn, slug)
         if row is None:
             raise NotFound(f"no article with slug {slug}")
@@ -212,8 +218,9 @@ def _not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
 
 
 async def _feed(request: web.Request, kind: str) -> web.Response:
-    settings = request.app[SERVICES].settings
-    async with request.app[SERVICES].store.connect() as conn:
+    services = request.app[SERVICES]
+    settings = services.settings
+    async with services.store.connect() as conn:
         live = await store_articles.latest(conn, settings.feed_entries)
         gone = await store_articles.last_deleted(conn)
     body = article_feed(feed_site(request), live, kind, full_content=True)  # type: ignore[arg-type]
