@@ -23,6 +23,7 @@ ENV_PREFIX = "FEDIBRIDGE_"
 # FEDIBRIDGE_* variables that are not settings (read elsewhere); never reported as unknown.
 NON_SETTING_ENV = {"CONFIG", "TEST_DATABASE_URL", "TEST_SQLITE_MAX_PAGES"}
 MODERATION_MODES = ("known", "open", "hold")
+QUOTE_POLICIES = ("public", "followers", "nobody")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class Settings:
     # actor
     discoverable: bool = True
     indexable: bool = True
+    also_known_as: list[str] = field(default_factory=list)  # former accounts' actor URLs (moving in)
+    attribution_domains: list[str] = field(default_factory=list)  # default: the blog's domain
+    quote_policy: str = "public"  # who may quote articles: public | followers | nobody
     # inbox and delivery
     signature_window: int = 3600
     signature_scheme: str = "cavage"  # cavage | rfc9421 (tried first, with fallback)
@@ -99,6 +103,11 @@ class Settings:
     def blog_origin(self) -> str:
         parts = urlsplit(self.blog)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def attribution(self) -> list[str]:
+        """attributionDomains of the actor: the setting, else the blog's own host."""
+        return self.attribution_domains or [urlsplit(self.blog).hostname or self.handle_domain]
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -199,6 +208,14 @@ def validate(s: Settings) -> Settings:
         raise ConfigError(f"invalid setting object_type={s.object_type!r}: expected Note or Article")
     if s.content_mode not in ("excerpt", "full"):
         raise ConfigError(f"invalid setting content_mode={s.content_mode!r}: expected excerpt or full")
+    if s.quote_policy not in QUOTE_POLICIES:
+        raise ConfigError(f"invalid setting quote_policy={s.quote_policy!r}: "
+                          f"expected one of {', '.join(QUOTE_POLICIES)}")
+    for actor in s.also_known_as:
+        _check_url("also_known_as", actor)
+    for domain in s.attribution_domains:
+        if not domain.strip() or "/" in domain or " " in domain:
+            raise ConfigError(f"invalid setting attribution_domains: {domain!r} is not a domain like example.org")
     if s.signature_scheme not in ("cavage", "rfc9421"):
         raise ConfigError(f"invalid setting signature_scheme={s.signature_scheme!r}: expected cavage or rfc9421")
     if not 0 < s.port < 65536:

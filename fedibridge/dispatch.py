@@ -12,9 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from . import comments, followers
+from . import comments, followers, quotes
 
 Handler = Callable[[web.Application, dict[str, Any], str], Awaitable[str | None]]
+
+
+def _with_services(handler: quotes.ServicesHandler) -> Handler:
+    """Newer handlers take Services; this adapts them until every handler does (the core refactor)."""
+    async def run(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:
+        from .app import SERVICES
+
+        return await handler(app[SERVICES], activity, actor_id)
+
+    return run
 
 
 def _build() -> dict[str, list[Handler]]:
@@ -22,6 +32,8 @@ def _build() -> dict[str, list[Handler]]:
     for module in (followers, comments):
         for kind, handler in module.HANDLERS.items():
             table.setdefault(kind, []).append(handler)
+    for kind, services_handler in quotes.HANDLERS.items():
+        table.setdefault(kind, []).append(_with_services(services_handler))
     return table
 
 

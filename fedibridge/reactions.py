@@ -19,6 +19,7 @@ from .hosts import same_origin
 from .models import Author
 from .objects import ref_id
 from .queue import insert_ignore
+from .quotes import quote_summary
 from .store import utcnow
 from .tables import comments, reactions
 
@@ -43,8 +44,9 @@ async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50
         found = [known.get(r.actor_id, Author(id=r.actor_id, url=r.actor_id)) for r in rows if r.type == kind]
         return [author_json(a) for a in found[:who]]
 
+    # Quotes (FEP-044f) count like boosts; their text shows as "mentions".
     return {"likes": int(counts.get("like", 0)), "boosts": int(counts.get("boost", 0)),
-            "likers": people("like"), "boosters": people("boost")}
+            "likers": people("like"), "boosters": people("boost"), **await quote_summary(conn, article_id)}
 
 
 async def on_react(app: web.Application, activity: dict[str, Any], actor_id: str) -> str | None:

@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..app import SETTINGS
-from . import api, comments_api, discovery, inbox, ops, publishing, widget
+from . import account, api, comments_api, discovery, inbox, ops, publishing, widget
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None`.
-FEATURES = (publishing, inbox, api, comments_api, widget)
+FEATURES = (publishing, inbox, api, comments_api, widget, account)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -28,7 +28,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(actor + "/outbox", discovery.outbox)
     r.add_get(actor + "/followers", discovery.followers_collection)
     r.add_get(actor + "/following", discovery.empty_collection)
-    r.add_get(actor + "/collections/featured", discovery.empty_collection)
+    # actor + "/collections/featured" is served by web/account.py (pinned articles)
     r.add_get(prefix + "/healthz", ops.healthz)
     if app[SETTINGS].metrics_bind:
         app.cleanup_ctx.append(ops.metrics_listener)  # /metrics lives there, not on the public port
