@@ -35,7 +35,8 @@ def serve_webfinger(remote: RemoteInstance, acct: RemoteAccount) -> None:
         "subject": f"acct:{acct.username}@{remote.host}",
         "aliases": [acct.id, f"{remote.base}/@{acct.username}"],
         "links": [
-            {"rel": "http://webfinger.net/rel/profile-page", "type": "text/html", "href": f"{remote.base}/@{acct.username}"},
+            {"rel": "http://webfinger.net/rel/profile-page", "type": "text/html",
+             "href": f"{remote.base}/@{acct.username}"},
             {"rel": "self", "type": "application/activity+json", "href": acct.id},
         ],
     }
