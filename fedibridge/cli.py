@@ -66,6 +66,9 @@ database_url = {database_url}
 # feed_entries = 20
 # source_feed = "https://blog.example.org/feed/"   # poll the blog's own feed and publish new articles
 # feed_poll_interval = 900
+# quote_policy = "public"  # who may quote articles (Mastodon 4.5): public, followers or nobody
+# also_known_as = []        # actor URLs of accounts whose followers move here (alsoKnownAs)
+# attribution_domains = []  # sites whose link previews credit the blog (default: the blog's domain)
 
 # Comments
 # moderation = "known"      # known (first comment of a commenter waits), open, or hold
