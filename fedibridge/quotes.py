@@ -132,7 +132,7 @@ async def on_quote_request(services: Services, activity: dict[str, Any], actor_i
             in_outbox=False, published=now))
         row_id = (await conn.execute(select(activities.c.id).where(activities.c.key == key))).scalar_one()
         await enqueue_to_inboxes(conn, row_id, [inbox], now)
-    services.wake.delivery.set()
+    services.wake.delivery.set()  # once the worker waits on Services.wake (core refactor); until then it polls
     return outcome
 
 
