@@ -67,6 +67,9 @@ def make_site(settings: Settings, keys: KeyPair) -> Site:
         indexable=settings.indexable,
         tag_url_template=settings.tag_url_template,
         language=settings.language or None,
+        also_known_as=tuple(settings.also_known_as),
+        attribution_domains=tuple(settings.attribution),
+        quote_policy=settings.quote_policy,
     )
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from . import vocab
+from . import actor_state, vocab
 from .enqueue import enqueue_to_followers
 from .errors import BadRequest, Gone, NotFound
 from .jsontext import dumps
@@ -316,6 +316,7 @@ async def publish(conn: AsyncConnection, site: vocab.Site, inp: ArticleInput, *,
         "sensitive": inp.sensitive, "content_warning": inp.content_warning,
     }
     if row is None:
+        await actor_state.refuse_if_moved(conn)  # after a move nothing new goes out (identical re-sends pass)
         slug = inp.slug or await _free_slug(conn, slug_from_url(inp.url) or slugify(inp.title))
         values["published"] = inp.published or now
         values["content_hash"] = content_hash(values)
@@ -335,6 +336,7 @@ async def publish(conn: AsyncConnection, site: vocab.Site, inp: ArticleInput, *,
     values["content_hash"] = content_hash(values)
     if values["content_hash"] == row.content_hash:
         return PublishResult(article_from_row(row), False, False, None, 0)
+    await actor_state.refuse_if_moved(conn)
     # A new image's size is unknown until measured again (enclosures.measure_images).
     stale = {"image_length": None} if inp.image != row.image else {}
     await conn.execute(articles.update().where(articles.c.id == row.id).values(updated=now, **values, **stale))

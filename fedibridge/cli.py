@@ -68,6 +68,9 @@ database_url = {database_url}
 # feed_entries = 20
 # source_feed = "https://blog.example.org/feed/"   # poll the blog's own feed and publish new articles
 # feed_poll_interval = 900
+# quote_policy = "public"  # who may quote articles (Mastodon 4.5): public, followers or nobody
+# also_known_as = []        # actor URLs of accounts whose followers move here (alsoKnownAs)
+# attribution_domains = []  # sites whose link previews credit the blog (default: the blog's domain)
 
 # Comments
 # moderation = "known"      # known (first comment of a commenter waits), open, or hold
@@ -291,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Feature commands: each module adds its subparsers through `add` and sets their `func`.
     # Lazy on purpose (start-up cost): the feature commands load the app (aiohttp) for what they publish.
-    from . import cli_articles, cli_comments, cli_delivery  # lazy-import: start-up cost
+    from . import cli_account, cli_articles, cli_comments, cli_delivery  # lazy-import: start-up cost
 
-    for module in (cli_articles, cli_delivery, cli_comments):
+    for module in (cli_articles, cli_delivery, cli_comments, cli_account):
         module.add_commands(add)
     return parser
 

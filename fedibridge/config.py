@@ -29,6 +29,8 @@ ContentMode = Literal["excerpt", "full"]
 Scheme = Literal["cavage", "rfc9421"]  # HTTP signature schemes we sign with
 ModerationMode = Literal["known", "open", "hold"]
 MODERATION_MODES: tuple[ModerationMode, ...] = get_args(ModerationMode)
+QuotePolicy = Literal["public", "followers", "nobody"]
+QUOTE_POLICIES: tuple[QuotePolicy, ...] = get_args(QuotePolicy)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Settings:
     # actor
     discoverable: bool = True
     indexable: bool = True
+    also_known_as: list[str] = field(default_factory=list)  # former accounts' actor URLs (moving in)
+    attribution_domains: list[str] = field(default_factory=list)  # default: the blog's domain
+    quote_policy: QuotePolicy = "public"  # who may quote articles
     # inbox and delivery
     signature_window: int = 3600
     signature_scheme: Scheme = "cavage"  # tried first, the other as fallback
@@ -105,6 +110,11 @@ class Settings:
     def blog_origin(self) -> str:
         parts = urlsplit(self.blog)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def attribution(self) -> list[str]:
+        """attributionDomains of the actor: the setting, else the blog's own host."""
+        return self.attribution_domains or [urlsplit(self.blog).hostname or self.handle_domain]
 
     @property
     def allowed_origins(self) -> list[str]:
@@ -199,10 +209,16 @@ def validate(s: Settings) -> Settings:
                           "everything at exit; give a file, e.g. sqlite:///data/fedibridge.db")
     if s.moderation not in MODERATION_MODES:
         raise ConfigError(f"invalid setting moderation={s.moderation!r}: expected one of {', '.join(MODERATION_MODES)}")
-    for name, kind in (("object_type", ObjectType), ("content_mode", ContentMode), ("signature_scheme", Scheme)):
+    for name, kind in (("object_type", ObjectType), ("content_mode", ContentMode), ("signature_scheme", Scheme),
+                       ("quote_policy", QuotePolicy)):
         choices = get_args(kind)
         if getattr(s, name) not in choices:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)!r}: expected {' or '.join(choices)}")
+    for actor in s.also_known_as:
+        _check_url("also_known_as", actor)
+    for domain in s.attribution_domains:
+        if not domain.strip() or "/" in domain or " " in domain:
+            raise ConfigError(f"invalid setting attribution_domains: {domain!r} is not a domain like example.org")
     if not 0 < s.port < 65536:
         raise ConfigError(f"invalid setting port={s.port}: expected 1-65535")
     for name in ("feed_entries", "feed_poll_interval", "delivery_concurrency", "delivery_per_host",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import comments, followers
+from . import comments, followers, quotes
 from .services import Handler, Services
 
 
 def _build() -> dict[str, list[Handler]]:
     table: dict[str, list[Handler]] = {}
-    for module in (followers, comments):
+    for module in (followers, comments, quotes):
         for kind, handler in module.HANDLERS.items():
             table.setdefault(kind, []).append(handler)
     return table

@@ -80,6 +80,10 @@ async def run_doctor(config_path: str | None) -> int:
     if settings.domain and settings.domain != settings.base_url.split("/")[2]:
         print(f"  note  handle domain {settings.domain} differs from base_url: forward /.well-known/webfinger, "
               f"/.well-known/host-meta and /.well-known/nodeinfo from https://{settings.domain} (README)")
+    handle = f"@{settings.username}@{settings.handle_domain}"
+    print(f'  note  author attribution: put <meta name="fediverse:creator" content="{handle}"> in the <head> of '
+          f"the blog's pages, so Mastodon shows \"More from {handle}\" under their link previews "
+          f"(attributionDomains: {', '.join(settings.attribution)})")
     print("all good" if problems == 0 else f"{problems} problem(s) found")
     return 0 if problems == 0 else 1
 

@@ -16,6 +16,7 @@ from .comment_views import author_json, comment_from_row, find_article
 from .hosts import same_origin
 from .models import Author
 from .objects import ref_id
+from .quotes import quote_summary
 from .services import Services
 from .store import insert_ignore, utcnow
 from .tables import comments, reactions
@@ -41,8 +42,9 @@ async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50
         found = [known.get(r.actor_id, Author(id=r.actor_id, url=r.actor_id)) for r in rows if r.type == kind]
         return [author_json(a) for a in found[:who]]
 
+    # Quotes (FEP-044f) count like boosts; their text shows as "mentions".
     return {"likes": int(counts.get("like", 0)), "boosts": int(counts.get("boost", 0)),
-            "likers": people("like"), "boosters": people("boost")}
+            "likers": people("like"), "boosters": people("boost"), **await quote_summary(conn, article_id)}
 
 
 async def on_react(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from .config import ContentMode, ObjectType
+from .config import ContentMode, ObjectType, QuotePolicy
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Site:
     indexable: bool = True
     tag_url_template: str = "{blog_url}/tag/{tag}/"
     language: str | None = None  # default content language
+    also_known_as: tuple[str, ...] = ()  # former accounts (alsoKnownAs): lets their followers move here
+    attribution_domains: tuple[str, ...] = ()  # sites whose link previews credit this actor (Mastodon 4.4)
+    quote_policy: QuotePolicy = "public"  # who may quote articles (FEP-044f)
 
     @property
     def base(self) -> str:
@@ -73,6 +76,16 @@ class Site:
     def handle(self) -> str:
         return f"@{self.username}@{self.domain}"
 
+    @property
+    def quote_approval(self) -> list[str]:
+        """Who may quote articles without asking (FEP-044f), as Mastodon 4.5 writes it: the public collection,
+        our followers collection, or only the author itself (nobody else)."""
+        if self.quote_policy == "public":
+            return ["https://www.w3.org/ns/activitystreams#Public"]
+        if self.quote_policy == "followers":
+            return [self.followers]
+        return [self.actor_id]
+
     def article_id(self, slug: str) -> str:
         return f"{self.base}/articles/{quote(slug, safe='')}"
 
@@ -81,6 +94,9 @@ class Site:
 
     def activity_id(self, activity_key: str) -> str:
         return f"{self.base}/activities/{quote(activity_key, safe='')}"
+
+    def quote_authorization_id(self, key: str) -> str:
+        return f"{self.base}/quote_authorizations/{quote(key, safe='')}"
 
     def tag_url(self, tag: str) -> str:
         return self.tag_url_template.format(blog_url=self.blog_url.rstrip("/"), tag=quote(tag, safe=""))

@@ -92,6 +92,7 @@ articles = Table(
     Column("source", String(20), nullable=False, default="api"),
     Column("source_guid", Text),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("pinned_at", UTCDateTime),  # in the actor's featured collection since then (pins.py); None: not pinned
 )
 
 activities = Table(
@@ -240,4 +241,37 @@ feed_state = Table(
     Column("last_modified", Text),
     Column("last_polled", UTCDateTime),
     Column("last_error", Text),
+)
+
+# Named values about the blog's own actor that change at run time (account_move.py: moved_to).
+actor_state = Table(
+    "actor_state",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", JSONText, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Accepted quote posts of our articles (FEP-044f, quotes.py): one row per quoting note, whose
+# QuoteAuthorization is served at /quote_authorizations/{auth_key} while the row exists.
+quotes = Table(
+    "quotes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("article_id", Integer, ForeignKey("articles.id", ondelete="CASCADE"), nullable=False),
+    Column("ap_id", Text, nullable=False, unique=True),  # the quoting note
+    Column("auth_key", String(64), nullable=False, unique=True),
+    Column("request_id", Text),
+    Column("actor_id", Text, nullable=False, index=True),
+    Column("author_name", Text),
+    Column("author_handle", Text),
+    Column("author_url", Text),
+    Column("author_avatar", Text),
+    Column("content_html", Text, nullable=False),
+    Column("url", Text),
+    Column("language", String(35)),
+    Column("visibility", String(10), nullable=False, default="public"),
+    Column("published", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_quotes_article", "article_id"),
 )

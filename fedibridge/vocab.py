@@ -42,6 +42,21 @@ CONTEXT: list[Any] = [
         "Emoji": "toot:Emoji",
         "focalPoint": {"@container": "@list", "@id": "toot:focalPoint"},
         "blurhash": "toot:blurhash",
+        "movedTo": {"@id": "as:movedTo", "@type": "@id"},
+        "alsoKnownAs": {"@id": "as:alsoKnownAs", "@type": "@id"},
+        "attributionDomains": {"@id": "toot:attributionDomains", "@type": "@id"},
+        # FEP-044f quote posts, with GoToSocial's interaction policy terms (as Mastodon 4.5 serves them).
+        "gts": "https://gotosocial.org/ns#",
+        "interactionPolicy": {"@id": "gts:interactionPolicy", "@type": "@id"},
+        "canQuote": {"@id": "gts:canQuote", "@type": "@id"},
+        "automaticApproval": {"@id": "gts:automaticApproval", "@type": "@id"},
+        "manualApproval": {"@id": "gts:manualApproval", "@type": "@id"},
+        "interactingObject": {"@id": "gts:interactingObject", "@type": "@id"},
+        "interactionTarget": {"@id": "gts:interactionTarget", "@type": "@id"},
+        "quote": {"@id": "https://w3id.org/fep/044f#quote", "@type": "@id"},
+        "quoteAuthorization": {"@id": "https://w3id.org/fep/044f#quoteAuthorization", "@type": "@id"},
+        "QuoteRequest": "https://w3id.org/fep/044f#QuoteRequest",
+        "QuoteAuthorization": "https://w3id.org/fep/044f#QuoteAuthorization",
         "schema": "http://schema.org#",
         "PropertyValue": "schema:PropertyValue",
         "value": "schema:value",
@@ -118,8 +133,11 @@ def _image(url: str, name: str | None = None) -> dict[str, Any]:
 # --- actor -----------------------------------------------------------------------------------
 
 
-def actor_document(site: Site) -> dict[str, Any]:
-    """The blog's actor, as a Person so Mastodon shows the usual follow button (not a bot badge)."""
+def actor_document(site: Site, moved_to: str | None = None) -> dict[str, Any]:
+    """The blog's actor, as a Person so Mastodon shows the usual follow button (not a bot badge).
+
+    `moved_to`: the account this one moved to (`fedibridge move`), read from the database by the caller.
+    """
     blog_host = site.blog_url.split("://", 1)[-1].rstrip("/")
     doc: dict[str, Any] = {
         "@context": CONTEXT,
@@ -150,6 +168,12 @@ def actor_document(site: Site) -> dict[str, Any]:
         ],
         "tag": [],
     }
+    if site.also_known_as:
+        doc["alsoKnownAs"] = list(site.also_known_as)
+    if site.attribution_domains:
+        doc["attributionDomains"] = list(site.attribution_domains)
+    if moved_to:
+        doc["movedTo"] = moved_to
     if site.icon_url:
         doc["icon"] = _image(site.icon_url)
     if site.header_url:
@@ -256,7 +280,9 @@ def article_object(site: Site, article: Article) -> dict[str, Any]:
     obj["tag"] = [{"type": "Hashtag", "href": href, "name": f"#{name}"} for name, href in tags]
     obj["attachment"] = [_image(article.image, article.image_alt)] if article.image else []
     obj["replies"] = _replies(site, article.slug)
+    obj["interactionPolicy"] = {"canQuote": {"automaticApproval": site.quote_approval}}
     return obj
+
 
 
 # --- activities ------------------------------------------------------------------------------

@@ -100,6 +100,9 @@ def test_init_writes_config_and_keys_and_never_overwrites(tmp_path: Path) -> Non
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "all good" in doctor.stdout
     assert "MiB free next to the database" in doctor.stdout  # a full disk stops the inbox: say how close
+    # Author attribution (Mastodon's "More from …" under link previews) needs one line in the blog's template.
+    assert '<meta name="fediverse:creator" content="@blog@example.org">' in doctor.stdout
+    assert "attributionDomains: example.org" in doctor.stdout
 
 
 @pytest.mark.parametrize(

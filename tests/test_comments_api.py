@@ -50,7 +50,8 @@ async def test_public_json_cors_and_etag(make_bridge: BridgeFactory) -> None:
         assert "Première « réponse » ✨".encode() in raw  # UTF-8, not \\u escapes
         assert [c["id"] for c in data["comments"]] == [ids[0]]  # pending and private never shown
         assert data["article"]["url"] == ARTICLE_URL and data["total"] == 1
-        assert data["reactions"] == {"likes": 0, "boosts": 0, "likers": [], "boosters": []}
+        assert data["reactions"] == {"likes": 0, "boosts": 0, "likers": [], "boosters": [], "quotes": 0,
+                                     "mentions": []}
         async with bridge.http.get(url, headers={"Origin": "https://evil.example"}) as resp:
             assert "Access-Control-Allow-Origin" not in resp.headers
         async with bridge.http.get(url, headers={"If-None-Match": etag}) as resp:

@@ -148,6 +148,35 @@ async def test_upgrade_from_0001_keeps_rows(database_url: str) -> None:
         async with store.connect() as conn:
             row = (await conn.execute(select(articles))).one()
             assert (row.title, row.image, row.image_length) == ("L’été", "https://blog.example/seine.jpg", None)
+            assert row.pinned_at is None  # 0003: not pinned
             assert "last_attempt_at" in (await conn.execute(select(deliveries))).keys()
+    finally:
+        await store.close()
+
+
+async def test_0003_downgrades_and_upgrades_again(database_url: str) -> None:
+    """0003 (pins, quotes, actor_state) can be taken back and re-applied, keeping the articles."""
+    from alembic import command
+
+    from fedibridge.store import _alembic_config
+    from fedibridge.tables import actor_state, articles, quotes
+
+    store = await Store.open(database_url)
+    try:
+        now = utcnow()
+        async with store.begin() as conn:
+            await conn.execute(articles.insert().values(
+                slug="ete", title="L’été", url="https://blog.example/ete/", content="<p>é</p>", tags=[],
+                sensitive=False, published=now, content_hash="h", source="api", created_at=now, pinned_at=now))
+            await conn.execute(actor_state.insert().values(name="moved_to", value={"target": "x"}, updated_at=now))
+        async with store.engine.begin() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), "0002"))
+        assert await store.current_revision() == "0002"
+        await store.migrate()
+        async with store.connect() as conn:
+            row = (await conn.execute(select(articles))).one()
+            assert (row.slug, row.pinned_at) == ("ete", None)
+            assert (await conn.execute(select(quotes))).all() == []
+            assert (await conn.execute(select(actor_state))).all() == []
     finally:
         await store.close()

@@ -179,6 +179,7 @@ def test_note_shape(site: Site, article: Article) -> None:
                 "items": [],
             },
         },
+        "interactionPolicy": {"canQuote": {"automaticApproval": [AS_PUBLIC]}},  # quote_policy public (FEP-044f)
     }
     assert "sensitive" not in obj and "summary" not in obj  # no CW: Mastodon would hide the post
 

@@ -294,3 +294,51 @@ def _async_true(predicate: Any) -> Any:
         return bool(predicate())
 
     return check
+
+
+async def test_widget_shows_quotes_and_their_text(make_bridge: BridgeFactory) -> None:
+    """An accepted quote post (FEP-044f, through the real QuoteRequest flow) shows as a count next to likes and
+    boosts, and its text under its own heading, sanitised like a comment."""
+    from .test_inbox import done
+    from .test_quotes import quote_note, quote_request
+
+    blog = BlogServer(free_port())
+    b = await make_bridge(blog_url=blog.origin)
+    await blog.start()
+    try:
+        article_url = f"{blog.origin}/2026/12/cite/"
+        art = await _publish(b, "Un article cité", article_url)
+        blog.pages["/2026/12/cite/"] = blog_page("Cité", "fr", f"{b.url}/widget.js", article_url)
+        async with RemoteInstance() as remote:
+            quinn = remote.add_actor("quinn", name="Quinn")
+            note = quote_note(remote, quinn, art["id"])
+            note["content"] += "<script>window.__pwned='quote'</script>"
+            request = quote_request(quinn, art["id"], note)
+            status, text = await remote.send(quinn, f"{b.url}/inbox", request)
+            assert status == 202, text
+            await wait_for(lambda: done(b, request["id"]))
+            async with chromium() as browser:
+                page = await (await browser.new_context(locale="en-US")).new_page()
+                await page.goto(article_url)
+                await page.locator(".fedibridge-comments .reactions .quotes").wait_for()
+                seen = await page.evaluate("""() => {
+                  const host = document.querySelector('.fedibridge-comments');
+                  const root = host.shadowRoot || host;
+                  return {
+                    quotes: root.querySelector('.reactions .quotes .count').textContent,
+                    label: root.querySelector('.reactions .quotes .label').textContent,
+                    heading: root.querySelector('.mentions-heading').textContent,
+                    texts: [...root.querySelectorAll('.mentions article.comment .content')].map(c => c.textContent),
+                    names: [...root.querySelectorAll('.mentions article.comment .name')].map(c => c.textContent),
+                    scripts: root.querySelectorAll('script').length,
+                    pwned: window.__pwned || null,
+                  };
+                }""")
+        assert seen["quotes"] == "1" and seen["label"] == "citation"
+        assert seen["heading"] == "Cité sur le fédivers"
+        (text,) = seen["texts"]
+        assert "À lire absolument « vraiment »" in text
+        assert [n.strip() for n in seen["names"]] == ["Quinn"]
+        assert seen["scripts"] == 0 and seen["pwned"] is None
+    finally:
+        await blog.close()

@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from sqlalchemy import func, select
 
-from .. import __version__, discovery, vocab
+from .. import __version__, actor_state, discovery, vocab
 from ..errors import BadRequest, Forbidden, NotFound, Unauthorized
 from ..store import count
 from ..tables import activities, articles, followers
@@ -83,7 +83,9 @@ async def actor(request: web.Request) -> web.StreamResponse:
     site = services.site
     if not wants_activity_json(request):
         raise web.HTTPFound(services.settings.blog)
-    return activity_response(vocab.actor_document(site))
+    async with services.store.connect() as conn:
+        moved_to = await actor_state.moved_to(conn)  # set by `fedibridge move` (another process)
+    return activity_response(vocab.actor_document(site, moved_to))
 
 
 async def _collection(request: web.Request, coll_id: str, total: int, items_for_page) -> web.Response:  # type: ignore[no-untyped-def]

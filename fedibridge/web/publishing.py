@@ -16,6 +16,7 @@ from .. import remote_json, vocab
 from ..enclosures import measure_images
 from ..errors import BadRequest, Gone, NotFound, PayloadTooLarge
 from ..feeds import FeedSite, article_feed, feed_etag, last_modified
+from ..quotes import quote_summary
 from ..store import count
 from ..tables import activities, articles, comments
 from .common import (
@@ -34,7 +35,7 @@ FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 API_FIELDS = ("title", "url", "content", "summary", "tags", "language", "published", "slug", "image",
               "image_alt", "sensitive", "content_warning")
 API_READ_ONLY = frozenset({"id", "updated", "deleted", "replies", "likes", "boosts", "activity", "changed",
-                           "queued"})
+                           "queued", "quotes", "mentions", "pinned"})
 
 
 def check_api_fields(data: Any) -> None:
@@ -101,9 +102,13 @@ async def get_article_admin(request: web.Request) -> web.Response:
     slug = request.match_info["slug"]
     async with services.store.connect() as conn:
         article = await store_articles.get_article(conn, slug, with_counts=True)
+        row = await store_articles.get_row(conn, slug)
+        quoted = await quote_summary(conn, row.id) if row is not None else {}
     if article is None:
         raise NotFound(f"no article with slug {slug}")
-    return json_response(store_articles.article_json(services.site, article))
+    body = store_articles.article_json(services.site, article)
+    body.update(quoted, pinned=row.pinned_at is not None)  # quotes: count + "mentions" (FEP-044f, quotes.py)
+    return json_response(body)
 
 
 async def delete_article(request: web.Request) -> web.Response:

@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..config import Settings
-from . import comments_api, discovery, followers_api, inbox, ops, publishing, widget
+from . import account, comments_api, discovery, followers_api, inbox, ops, publishing, widget
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None` (the inbox also needs the username).
-FEATURES = (publishing, followers_api, comments_api, widget)
+FEATURES = (publishing, followers_api, comments_api, widget, account)
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
@@ -31,7 +31,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     r.add_get(actor + "/outbox", discovery.outbox)
     r.add_get(actor + "/followers", discovery.followers_collection)
     r.add_get(actor + "/following", discovery.empty_collection)
-    r.add_get(actor + "/collections/featured", discovery.empty_collection)
+    r.add_get(actor + "/collections/featured", account.featured)  # pinned articles
     r.add_get(prefix + "/healthz", ops.healthz)
     if settings.metrics_bind:
         app.cleanup_ctx.append(ops.metrics_listener)  # /metrics lives there, not on the public port

@@ -22,6 +22,8 @@
       empty: "No comments yet. Be the first to reply from your fediverse account!",
       likes: function (n) { return n === 1 ? "like" : "likes"; },
       boosts: function (n) { return n === 1 ? "boost" : "boosts"; },
+      quotes: function (n) { return n === 1 ? "quote" : "quotes"; },
+      mentions: "Quoted on the fediverse",
       count: function (n) { return n === 1 ? "1 comment" : n + " comments"; },
       reactions: "Reactions",
       edited: "edited",
@@ -54,6 +56,8 @@
       empty: "Aucun commentaire pour l’instant. Soyez la première ou le premier à répondre depuis votre compte du fédivers !",
       likes: function () { return "j’aime"; },
       boosts: function (n) { return n <= 1 ? "partage" : "partages"; },
+      quotes: function (n) { return n <= 1 ? "citation" : "citations"; },
+      mentions: "Cité sur le fédivers",
       count: function (n) { return n <= 1 ? n + " commentaire" : n + " commentaires"; },
       reactions: "Réactions",
       edited: "modifié",
@@ -421,16 +425,25 @@
     var reactions = data.reactions || {};
     var likes = Number(reactions.likes) || 0;
     var boosts = Number(reactions.boosts) || 0;
-    if (likes || boosts) {
-      this.body.appendChild(el("ul", { "class": "reactions", "aria-label": t.reactions, part: "reactions" }, [
-        this.reaction("♥", likes, t.likes(likes), "likes"),
-        this.reaction("🔁", boosts, t.boosts(boosts), "boosts")
-      ]));
+    var quotes = Number(reactions.quotes) || 0;
+    if (likes || boosts || quotes) {
+      var counts = [this.reaction("♥", likes, t.likes(likes), "likes"),
+        this.reaction("🔁", boosts, t.boosts(boosts), "boosts")];
+      if (quotes) counts.push(this.reaction("❝", quotes, t.quotes(quotes), "quotes"));
+      this.body.appendChild(el("ul", { "class": "reactions", "aria-label": t.reactions, part: "reactions" }, counts));
     }
     if (comments.length) {
       this.body.appendChild(this.thread(comments, 1));
     } else {
       this.body.appendChild(el("p", { "class": "empty muted", part: "empty", text: t.empty }));
+    }
+    var mentions = Array.isArray(reactions.mentions) ? reactions.mentions : [];
+    if (mentions.length) {
+      // Quote posts with text (FEP-044f): shown like comments, under their own heading.
+      this.body.appendChild(el("h3", { "class": "mentions-heading", text: t.mentions }));
+      var list = this.thread(mentions, 1);
+      list.setAttribute("class", "thread mentions");
+      this.body.appendChild(list);
     }
     var article = data.article || {};
     var objectId = safeUrl(article.id);
