@@ -61,6 +61,17 @@ async def listen_identity(app: web.Application, forget: Callable[[str], None], f
     await _listen(app, IDENTITY_CHANNEL, forget, forget_all, "listen_identity")
 
 
+async def listen_documents(app: web.Application, changed: Callable[[set[str]], None],
+                           changed_all: Callable[[], None]) -> None:
+    """Forever: `changed(tables)` when another process wrote tables our cached documents come from
+    (doc_cache.announce); `changed_all()` on every (re)connection. Returns at once on SQLite."""
+    from .doc_cache import CHANNEL as DOCUMENTS_CHANNEL
+    from .doc_cache import decode_tables
+
+    await _listen(app, DOCUMENTS_CHANNEL, lambda payload: changed(decode_tables(payload)), changed_all,
+                  "listen_documents")
+
+
 async def _listen(
     app: web.Application, channel: str, on_payload: Callable[[str], None], on_connect: Callable[[], None],
     name: str,

@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..app import SETTINGS
-from . import api, comments_api, discovery, inbox, ops, publishing, widget
+from . import api, comments_api, discovery, documents, inbox, ops, publishing, widget
+from .documents import activity_variant, cached
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None`.
 FEATURES = (publishing, inbox, api, comments_api, widget)
@@ -18,15 +19,16 @@ def setup_routes(app: web.Application) -> None:
     prefix = urlsplit(app[SETTINGS].base).path.rstrip("/")
     username = app[SETTINGS].username
     r = app.router
-    r.add_get("/.well-known/webfinger", discovery.webfinger)
+    documents.setup(app)  # public documents below are served from memory, invalidated by writes to `tables`
+    r.add_get("/.well-known/webfinger", cached(discovery.webfinger, ()))
     r.add_get("/.well-known/host-meta", discovery.host_meta)
     r.add_get("/.well-known/host-meta.json", discovery.host_meta)
     r.add_get("/.well-known/nodeinfo", discovery.nodeinfo_links)
-    r.add_get(prefix + "/nodeinfo/{version}", discovery.nodeinfo)
+    r.add_get(prefix + "/nodeinfo/{version}", cached(discovery.nodeinfo, ("articles",)))
     actor = f"{prefix}/users/{username}"
-    r.add_get(actor, discovery.actor)
-    r.add_get(actor + "/outbox", discovery.outbox)
-    r.add_get(actor + "/followers", discovery.followers_collection)
+    r.add_get(actor, cached(discovery.actor, (), activity_variant))
+    r.add_get(actor + "/outbox", cached(discovery.outbox, ("activities",)))
+    r.add_get(actor + "/followers", cached(discovery.followers_collection, ("followers",)))
     r.add_get(actor + "/following", discovery.empty_collection)
     r.add_get(actor + "/collections/featured", discovery.empty_collection)
     r.add_get(prefix + "/healthz", ops.healthz)
