@@ -102,7 +102,8 @@ class DocCache:
             if not (context.isinsert or context.isupdate or context.isdelete):
                 return
             table = getattr(getattr(context.compiled, "statement", None), "table", None)
-            name = getattr(table, "name", None) or ALL  # text() writes: we cannot tell which table
+            # Set for Core insert/update/delete (all our writes); a table we cannot name invalidates everything.
+            name = getattr(table, "name", None) or ALL
             conn.info.setdefault(_DIRTY, set()).add(name)
 
         def checkin(_dbapi_conn: Any, record: Any) -> None:

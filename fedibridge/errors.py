@@ -68,3 +68,14 @@ class StorageUnavailable(FedibridgeError):
     def __init__(self, message: str, *, retry_after: int = 10) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(FedibridgeError):
+    """One sender is over its share (ratelimit.py): answered 429 with Retry-After; the sender retries."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float, scope: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.scope = scope  # "host" or "actor": the metrics label
