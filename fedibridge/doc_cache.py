@@ -21,7 +21,7 @@ import functools
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,7 +48,7 @@ class Document:
 
     status: int
     body: bytes
-    headers: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]  # everything sent with it, validators included
     etag: str
     last_modified: datetime
 
@@ -161,7 +161,7 @@ class DocCache:
         doc = await render()
         old = self._entries.get(key)
         if old is not None and old.doc.etag == doc.etag:
-            doc = Document(doc.status, doc.body, doc.headers, doc.etag, old.doc.last_modified)
+            doc = old.doc  # the same bytes: keep its Last-Modified, so revalidations still answer 304
         if self.ttl > 0 and self._entries.get(key, _NEWER).gens <= gens:
             self._entries[key] = _Entry(doc, gens, born)
             self._entries.move_to_end(key)
@@ -173,7 +173,7 @@ class DocCache:
         return len(self._entries)
 
 
-_NEWER = _Entry(Document(0, b"", (), "", datetime.min), (), 0.0)  # compares below every generation tuple
+_NEWER = _Entry(Document(0, b"", {}, "", datetime.min), (), 0.0)  # compares below every generation tuple
 
 NOTIFY_SQL = text(f"SELECT pg_notify('{CHANNEL}', :tables)")
 

@@ -132,7 +132,7 @@ async def _shows(bridge: Bridge, text: str) -> bool:
 
 def _doc(text: str) -> Document:
     body = text.encode()
-    return Document(200, body, (), strong_etag(body), datetime(2024, 1, 1, tzinfo=UTC))
+    return Document(200, body, {}, strong_etag(body), datetime(2024, 1, 1, tzinfo=UTC))
 
 
 async def test_single_flight_shares_one_rendering_and_its_failure() -> None:

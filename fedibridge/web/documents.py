@@ -87,7 +87,7 @@ def cached(handler: Handler, tables: tuple[str, ...], variant: Variant = any_var
             doc = await cache.get(key, tables, render)
         except web.HTTPException:
             return await handler(request)  # a redirect or error response object cannot be shared: make our own
-        return respond(request, doc, request.app[SETTINGS].document_max_age)
+        return respond(request, doc)
 
     serve.__name__ = getattr(handler, "__name__", "cached")
     serve.__doc__ = handler.__doc__
@@ -95,7 +95,7 @@ def cached(handler: Handler, tables: tuple[str, ...], variant: Variant = any_var
 
 
 async def _render(handler: Handler, request: web.Request) -> Document:
-    """Run the handler as an unconditional request, keep the bytes and the headers worth sending again."""
+    """Run the handler as an unconditional request; keep the bytes and every header to send with them."""
     headers = CIMultiDict(request.headers)
     for name in _CONDITIONAL:
         headers.popall(name, None)
@@ -103,14 +103,19 @@ async def _render(handler: Handler, request: web.Request) -> Document:
     if not isinstance(resp, web.Response) or resp.status not in CACHEABLE or resp.body is None:
         raise _Uncacheable(resp)
     body = resp.body if isinstance(resp.body, bytes) else bytes(resp.body)  # type: ignore[arg-type]
-    kept = tuple((k, v) for k, v in resp.headers.items() if k.lower() not in _DROP)
+    kept = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in _DROP)
     modified = datetime.now(UTC).replace(microsecond=0)
     if "Last-Modified" in resp.headers:  # the handler knows better (feeds: the newest entry's date)
         try:
             modified = parsedate_to_datetime(resp.headers["Last-Modified"])
         except (TypeError, ValueError, IndexError):
             pass
-    return Document(resp.status, body, kept, resp.headers.get("ETag") or strong_etag(body), modified)
+    etag = resp.headers.get("ETag") or strong_etag(body)
+    kept["ETag"] = etag
+    kept["Last-Modified"] = format_datetime(modified, usegmt=True)
+    if "Cache-Control" not in kept:
+        kept["Cache-Control"] = f"public, max-age={request.app[SETTINGS].document_max_age}"
+    return Document(resp.status, body, kept, etag, modified)
 
 
 class _Uncacheable(web.HTTPException):
@@ -141,13 +146,9 @@ def not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
     return False
 
 
-def respond(request: web.Request, doc: Document, max_age: int) -> web.Response:
-    headers = CIMultiDict(doc.headers)
-    headers["ETag"] = doc.etag
-    headers["Last-Modified"] = format_datetime(doc.last_modified, usegmt=True)
-    if "Cache-Control" not in headers:
-        headers["Cache-Control"] = f"public, max-age={max_age}"
+def respond(request: web.Request, doc: Document) -> web.Response:
     if doc.status == 200 and not_modified(request, doc.etag, doc.last_modified):
+        headers = CIMultiDict(doc.headers)
         headers.popall("Content-Type", None)
         return web.Response(status=304, headers=headers)
-    return web.Response(status=doc.status, body=doc.body, headers=headers)
+    return web.Response(status=doc.status, body=doc.body, headers=doc.headers)
