@@ -85,8 +85,8 @@ def cached(handler: Handler, tables: tuple[str, ...], variant: Variant = any_var
 
         try:
             doc = await cache.get(key, tables, render)
-        except web.HTTPException:
-            return await handler(request)  # a redirect or error response object cannot be shared: make our own
+        except (web.HTTPException, _Uncacheable):
+            return await handler(request)  # a response object cannot be shared between requests: make our own
         return respond(request, doc)
 
     serve.__name__ = getattr(handler, "__name__", "cached")
@@ -101,7 +101,7 @@ async def _render(handler: Handler, request: web.Request) -> Document:
         headers.popall(name, None)
     resp = await handler(request.clone(headers=headers))
     if not isinstance(resp, web.Response) or resp.status not in CACHEABLE or resp.body is None:
-        raise _Uncacheable(resp)
+        raise _Uncacheable(resp.status)
     body = resp.body if isinstance(resp.body, bytes) else bytes(resp.body)  # type: ignore[arg-type]
     kept = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in _DROP)
     modified = datetime.now(UTC).replace(microsecond=0)
@@ -118,14 +118,8 @@ async def _render(handler: Handler, request: web.Request) -> Document:
     return Document(resp.status, body, kept, etag, modified)
 
 
-class _Uncacheable(web.HTTPException):
-    """The handler answered something we do not keep (a stream, a 3xx/4xx Response): the caller re-asks it."""
-
-    status_code = 500
-
-    def __init__(self, resp: web.StreamResponse) -> None:
-        super().__init__()
-        self.resp = resp
+class _Uncacheable(Exception):
+    """The handler answered something we do not keep (a stream, a 404 Response…): each caller asks it again."""
 
 
 def not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
