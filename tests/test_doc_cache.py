@@ -10,11 +10,15 @@ from typing import Any
 
 import pytest
 from multidict import CIMultiDict
+from sqlalchemy import select
 
+from fedibridge.app import SITE
 from fedibridge.doc_cache import DocCache, Document, strong_etag
+from fedibridge.tables import comments
 from fedibridge.web.documents import DOCS
 
 from .conftest import Bridge, BridgeFactory, wait_for
+from .remote import RemoteInstance
 
 AP = {"Accept": "application/activity+json"}
 MASTODON_ACCEPT = {"Accept": 'application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
@@ -201,3 +205,41 @@ async def test_change_during_rendering_is_not_kept() -> None:
 
 async def _ready(doc: Document) -> Document:
     return doc
+
+
+async def test_follower_and_comment_changes_show(make_bridge: BridgeFactory) -> None:
+    """Writes by the inbox worker and the moderation API invalidate the followers count and comment feeds."""
+    bridge = await make_bridge(moderation="hold", document_cache_seconds=3600)  # only invalidation can help
+    await post(bridge, article())
+    article_id = bridge.app[SITE].article_id("cafe")
+    _, _, count0 = await get(bridge, "/users/blog/followers")
+    _, _, feed0 = await get(bridge, "/articles/cafe/comments.atom")
+    assert b'"totalItems":0' in count0
+    async with RemoteInstance() as masto:
+        lea = masto.add_actor("lea")
+        status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.follow(lea, bridge.actor))
+        assert status == 202
+        await wait_for(lambda: _has(bridge, "/users/blog/followers", b'"totalItems":1'), timeout=10)
+        reply = masto.note(lea, "<p>Un commentaire « à valider » ✍️</p>", article_id)
+        status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.create(lea, reply))
+        assert status == 202
+
+        async def stored() -> bool:
+            async with bridge.store.connect() as conn:
+                return (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).first() \
+                    is not None
+
+        await wait_for(stored, timeout=10)
+    _, _, feed1 = await get(bridge, "/articles/cafe/comments.atom")
+    assert "à valider".encode() not in feed1  # held for moderation: not public yet
+    async with bridge.store.connect() as conn:
+        cid = (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).scalar_one()
+    async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
+        assert resp.status == 200
+    status, _, feed2 = await get(bridge, "/articles/cafe/comments.atom")
+    assert status == 200 and "à valider".encode() in feed2 and feed2 != feed0
+
+
+async def _has(bridge: Bridge, path: str, needle: bytes) -> bool:
+    status, _, body = await get(bridge, path)
+    return status == 200 and needle in body
