@@ -167,6 +167,7 @@ async def measure(role: str, n: int, concurrency: int, rounds: int, database_url
                                      database_url=database_url or f"sqlite:///{tmp}/b.db",
                                      keys_dir=str(Path(tmp, "keys")), admin_token="bench",
                                      allow_private_addresses=True, blog_url="http://blog.test", moderation="open",
+                                     inbox_host_burst=0, inbox_actor_burst=0,  # one sender on purpose
                                      log_level="warning"))
         app = create_app(settings, role)  # type: ignore[arg-type]
         runner = await serve(app, port)

@@ -79,6 +79,14 @@ class Settings:
     fetch_timeout: float = 10.0
     inbox_retention_days: int = 7  # handled inbox rows are deleted after this many days
     health_grace_seconds: int = 30  # a task failing this long (database away…) makes /healthz answer 503
+    # per remote server and per actor token buckets at the inbox: a burst, then `rate` a second (0: no limit)
+    inbox_host_burst: int = 300
+    inbox_host_rate: float = 10.0
+    inbox_actor_burst: int = 60
+    inbox_actor_rate: float = 1.0
+    # public documents (actor, objects, collections, feeds) served from memory
+    document_cache_seconds: float = 5.0  # longest an unchanged-looking copy is served (other processes' writes)
+    document_max_age: int = 60  # Cache-Control max-age of public documents, for remote caches
     # comments
     moderation: ModerationMode = "known"
     blocked_domains: list[str] = field(default_factory=list)
@@ -270,6 +278,14 @@ def _check_words(s: Settings) -> None:
     for name in ("fetch_timeout", "domain_unavailable_days"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be positive")
+    for name in ("inbox_host_burst", "inbox_actor_burst", "document_cache_seconds", "document_max_age"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"invalid setting {name}={getattr(s, name)}: must be 0 or more")
+    for kind in ("host", "actor"):
+        burst, rate = getattr(s, f"inbox_{kind}_burst"), getattr(s, f"inbox_{kind}_rate")
+        if burst and rate <= 0:
+            raise ConfigError(f"invalid setting inbox_{kind}_rate={rate}: must be positive (or set "
+                              f"inbox_{kind}_burst = 0 for no limit)")
     if not s.host.strip() or any(c.isspace() for c in s.host):
         raise ConfigError(f"invalid setting host={s.host!r}: expected an address like 127.0.0.1 or 0.0.0.0")
     if not s.keys_dir.strip():

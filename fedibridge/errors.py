@@ -79,3 +79,14 @@ class Rejected(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class RateLimited(FedibridgeError):
+    """One sender is over its share (ratelimit.py): answered 429 with Retry-After; the sender retries."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float, scope: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.scope = scope  # "host" or "actor": the metrics label

@@ -34,6 +34,7 @@ class Metrics:
         "fedibridge_inbox_requests_total": "Inbox POSTs by outcome (accepted, rejected reason).",
         "fedibridge_deliveries_total": "Delivery attempts by outcome (delivered, retry, failed, gone).",
         "fedibridge_inbox_activities_total": "Stored inbox activities handled, by type and outcome.",
+        "fedibridge_inbox_rate_limited_total": "Inbox POSTs refused 429 by the per-server or per-actor rate limit.",
     }
 
     # Series the README documents, exported at 0 before anything happened: an alert on an absent series
@@ -42,6 +43,7 @@ class Metrics:
         "fedibridge_deliveries_total": tuple({"outcome": o} for o in ("delivered", "retry", "failed", "gone")),
         "fedibridge_inbox_requests_total": tuple({"outcome": o} for o in (
             "accepted", "duplicate", "malformed", "unauthorized", "blocked", "too_large", "unsupported_media_type")),
+        "fedibridge_inbox_rate_limited_total": ({"scope": "host"}, {"scope": "actor"}),
         "fedibridge_delivery_queue": tuple({"state": s} for s in ("pending", "done", "failed")),
         "fedibridge_inbox_queue": ({},),
     }

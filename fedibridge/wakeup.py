@@ -22,6 +22,8 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .doc_cache import CHANNEL as DOCUMENTS_CHANNEL
+from .doc_cache import decode_tables
 from .health import Backoff, Health, describe
 from .store import Store
 
@@ -64,6 +66,14 @@ async def listen_identity(
     """Forever: `forget(actor_id)` on each identity notification; `forget_all()` on every (re)connection, since
     what was announced while we were not listening is lost. Returns at once on SQLite."""
     await _listen(store, health, IDENTITY_CHANNEL, forget, forget_all, "listen_identity")
+
+
+async def listen_documents(store: Store, health: Health, changed: Callable[[set[str]], None],
+                           changed_all: Callable[[], None]) -> None:
+    """Forever: `changed(tables)` when another process wrote tables our cached documents come from
+    (doc_cache.announce); `changed_all()` on every (re)connection. Returns at once on SQLite."""
+    await _listen(store, health, DOCUMENTS_CHANNEL, lambda payload: changed(decode_tables(payload)), changed_all,
+                  "listen_documents")
 
 
 async def _listen(

@@ -20,6 +20,9 @@ from tests.remote import RemoteInstance
 from tests.test_comment_flows import publish
 
 BOUND = 15.0  # seconds: no inbox request may take longer (10 s of storage waits, plus a loaded machine)
+# The steady stream comes from one account at 30/s, far beyond its inbox rate limit (tests/test_ratelimit.py):
+# here it is the load, not the subject, so only 202 and 503 are expected.
+NO_RATE_LIMIT = {"inbox_host_burst": 0, "inbox_actor_burst": 0}
 
 
 async def _stored(bridge: Bridge, note_ids: set[str]) -> set[str]:
@@ -74,7 +77,7 @@ async def test_postgresql_outage_answers_503_then_the_inbox_accepts_again_by_its
     proxy = TcpProxy(host, int(port))
     await proxy.start()
     bridge = await make_bridge(role, database_url=database_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/"),
-                               moderation="open", health_grace_seconds=2)
+                               moderation="open", health_grace_seconds=2, **NO_RATE_LIMIT)
     article = await publish(bridge)
     async with RemoteInstance() as remote:
         stream = ReplyStream(remote, remote.add_actor("alice"), f"{bridge.url}/inbox", article)
@@ -121,7 +124,7 @@ async def test_full_sqlite_answers_503_then_accepts_again_once_space_is_freed(
     path = sqlite_path(database_url)
     assert path is not None
     monkeypatch.setenv(TEST_MAX_PAGES_ENV, "600")  # every connection of the bridge: at most 600 pages
-    bridge = await make_bridge(moderation="open")
+    bridge = await make_bridge(moderation="open", **NO_RATE_LIMIT)
     article = await publish(bridge)
     # The "other files" on the disk: they leave the bridge ~30 pages. Used from a thread only:
     # a blocking wait for SQLite's lock on the event loop would stop the bridge, which shares the loop, from

@@ -29,7 +29,7 @@ LAYERS = {
     "migrations.versions.0001_initial_schema": "infra", "migrations.versions.0002_image_length_last_attempt": "infra",
     "migrations.versions.0003_pins_quotes_actor_state": "infra", "actor_state": "infra",
     "http_client": "infra", "netguard": "infra", "remote_actors": "infra", "wakeup": "infra", "enqueue": "infra",
-    "worker": "infra", "inbox_sink": "infra", "intake": "infra",
+    "worker": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra", "ratelimit": "infra",
     # services: the one object holding the rest (imports project modules for typing only).
     "services": "services",
     # core: what the bridge does; takes Services (or parts of it), never a web.Application.
@@ -42,6 +42,7 @@ LAYERS = {
     "web": "web", "web.common": "web", "web.routes": "web", "web.middleware": "web", "web.paging": "web",
     "web.inbox": "web", "web.publishing": "web", "web.comments_api": "web", "web.followers_api": "web",
     "web.discovery": "web", "web.ops": "web", "web.widget": "web", "web.account": "web",
+    "web.documents": "web",
     # shell: argument parsing, start-up, building Services, starting aiohttp and the jobs.
     "app": "shell", "cli": "shell", "cli_articles": "shell", "cli_comments": "shell", "cli_delivery": "shell",
     "cli_account": "shell", "doctor": "shell", "__main__": "shell",

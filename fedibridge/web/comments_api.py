@@ -22,6 +22,7 @@ from ..reactions import reaction_summary
 from ..store import utcnow
 from ..tables import articles
 from .common import SERVICES, json_response, require_admin
+from .documents import cached
 from .paging import cursor, next_url, page_params
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
@@ -29,6 +30,7 @@ STATUSES = ("pending", "approved", "rejected", "all")
 FEED_ENTRIES = 50
 ADMIN_DEFAULT = 100  # comments per page of the admin listing unless `limit` says otherwise
 ADMIN_LIMIT = 500
+_FEED_TABLES = ("articles", "comments")  # a comment feed changes when any of these is written
 
 
 def setup(app: web.Application, prefix: str) -> None:
@@ -44,8 +46,8 @@ def setup(app: web.Application, prefix: str) -> None:
     r.add_get(prefix + "/api/blocks", list_blocks)
     r.add_post(prefix + "/api/blocks", add_block)
     r.add_delete(prefix + "/api/blocks", remove_block)
-    r.add_get(prefix + "/articles/{slug}/comments.{kind:rss|atom}", article_feed)
-    r.add_get(prefix + "/comments.{kind:rss|atom}", blog_feed)
+    r.add_get(prefix + "/articles/{slug}/comments.{kind:rss|atom}", cached(article_feed, _FEED_TABLES))
+    r.add_get(prefix + "/comments.{kind:rss|atom}", cached(blog_feed, _FEED_TABLES))
 
 
 # -- CORS and caching --------------------------------------------------------------------------------

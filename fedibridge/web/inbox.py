@@ -28,6 +28,7 @@ from ..errors import (
     FetchError,
     Forbidden,
     PayloadTooLarge,
+    RateLimited,
     StorageUnavailable,
     Unauthorized,
     UnsupportedMediaType,
@@ -38,11 +39,13 @@ from ..intake import InboxWriter, encode_payload
 from ..logsafe import logger
 from ..moderation import block_lists, blocked_by
 from ..objects import ref_id
+from ..ratelimit import TokenBuckets, retry_after
 from ..signatures import load_public_key, signature_key_id, verify_request
 from ..store import utcnow
 from ..tables import comments, followers
 from ..wakeup import announce_identity
 from .common import AP_TYPES, SERVICES
+from .middleware import json_error
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 METRIC = "fedibridge_inbox_requests_total"
@@ -57,11 +60,15 @@ class _Outcome(Exception):
 
 
 WRITER = web.AppKey("inbox_writer", InboxWriter)
+RATE_METRIC = "fedibridge_inbox_rate_limited_total"
+HOST_BUCKETS = web.AppKey("inbox_host_buckets", TokenBuckets)
+ACTOR_BUCKETS = web.AppKey("inbox_actor_buckets", TokenBuckets)
 BLOCKS_TTL = 2.0  # seconds a blocklist snapshot is trusted; blocks added elsewhere apply after this
 BLOCKS_TIMEOUT = 2.0  # seconds a snapshot refresh may take before the database counts as unavailable
 _JSON = {"Content-Type": "application/json; charset=utf-8"}
 # Hosts of keyIds and actors repeat from request to request: parse each once (pure, bounded).
 _same_origin = lru_cache(maxsize=4096)(same_origin)
+_authority = lru_cache(maxsize=4096)(authority_of)
 # The netloc of an http(s) URL, without urlsplit's cost: activity ids are new on every request. Compared with
 # the actor's normalised netloc; an id spelled otherwise (case, trailing dot…) only falls back to the body hash.
 # (urlsplit also drops tabs and newlines; this keeps them, so such an id never matches: the safe side.)
@@ -78,9 +85,11 @@ def _accepted(message: str) -> web.Response:
     return web.Response(body=_status_body(message), status=202, headers=_JSON)
 
 
-def setup(app: web.Application, prefix: str, username: str) -> None:
+def setup(app: web.Application, prefix: str, settings: Settings) -> None:
     app.cleanup_ctx.append(_writer)
-    actor_path = f"{prefix}/users/{username}"
+    app[HOST_BUCKETS] = TokenBuckets(settings.inbox_host_burst, settings.inbox_host_rate)
+    app[ACTOR_BUCKETS] = TokenBuckets(settings.inbox_actor_burst, settings.inbox_actor_rate)
+    actor_path = f"{prefix}/users/{settings.username}"
     for path in (f"{actor_path}/inbox", f"{prefix}/inbox"):
         app.router.add_post(path, inbox)
         app.router.add_get(path, _not_allowed)
@@ -107,6 +116,10 @@ async def inbox(request: web.Request) -> web.Response:
     except _Outcome as out:
         metrics.inc(METRIC, outcome=out.label)
         return _accepted(str(out))
+    except RateLimited as exc:
+        metrics.inc(METRIC, outcome="rate_limited")
+        metrics.inc(RATE_METRIC, scope=exc.scope)
+        return json_error(429, str(exc), headers={"Retry-After": retry_after(exc.retry_after)})
     except FedibridgeError as exc:
         label = {400: "malformed", 401: "unauthorized", 403: "blocked", 413: "too_large",
                  415: "unsupported_media_type", 503: "unavailable"}.get(exc.status, "error")
@@ -121,12 +134,16 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     app = request.app
     if request.content_type not in AP_TYPES:
         raise UnsupportedMediaType(f"content type must be one of {', '.join(AP_TYPES)}")
+    key_id = signature_key_id(request.headers)
+    if key_id:  # the server is known before anything costly: its share is checked first
+        _charge(app[HOST_BUCKETS], _authority(key_id), "host")
     body = await _read_capped(request, app[SERVICES].settings.max_inbox_bytes)
     activity = _parse(body)
     actor_id: str = activity["actor"]
-    key_id = signature_key_id(request.headers)
     await _check_blocks(app, actor_id, key_id)
     owner = await _verify(request, body, activity, key_id)
+    if owner is not None:  # proven: charging the actor before this would let anyone spend someone's share
+        _charge(app[ACTOR_BUCKETS], owner, "actor")
     now = utcnow()
     stored = await app[WRITER].add(dict(
         ap_id=_ap_id(activity, actor_id, body), type=str(activity["type"])[:40], actor=actor_id, key_owner=owner,
@@ -140,6 +157,12 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     wake.accepted += 1  # role all: the inbox worker steps aside while this grows
     wake.inbox.set()
     return "accepted", "accepted"
+
+
+def _charge(buckets: TokenBuckets, key: str, scope: str) -> None:
+    wait = buckets.take(key)
+    if wait:
+        raise RateLimited(f"too many activities from this {scope}; retry later", retry_after=wait, scope=scope)
 
 
 async def _identity_changed(app: web.Application, actor_id: str) -> None:

@@ -28,6 +28,7 @@ from .common import (
     require_admin,
     wants_activity_json,
 )
+from .documents import activity_variant, cached
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 # What POST /api/articles takes (DESIGN §3), and what GET /api/articles/{slug} adds that a script may send
@@ -55,11 +56,11 @@ def setup(app: web.Application, prefix: str) -> None:
     r.add_post(prefix + "/api/articles", post_article)
     r.add_get(prefix + "/api/articles/{slug}", get_article_admin)
     r.add_delete(prefix + "/api/articles/{slug}", delete_article)
-    r.add_get(prefix + "/articles/{slug}", article_object)
-    r.add_get(prefix + "/articles/{slug}/replies", replies)
-    r.add_get(prefix + "/activities/{key}", activity)
-    r.add_get(prefix + "/feed.rss", feed_rss)
-    r.add_get(prefix + "/feed.atom", feed_atom)
+    r.add_get(prefix + "/articles/{slug}", cached(article_object, ("articles",), activity_variant))
+    r.add_get(prefix + "/articles/{slug}/replies", cached(replies, ("articles", "comments")))
+    r.add_get(prefix + "/activities/{key}", cached(activity, ("activities", "articles")))
+    r.add_get(prefix + "/feed.rss", cached(feed_rss, ("articles",)))
+    r.add_get(prefix + "/feed.atom", cached(feed_atom, ("articles",)))
 
 
 # --- admin API -------------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""Rendered public documents (actor, article objects, collections, feeds) kept in memory, invalidated on change.
+
+When a large account boosts an article, hundreds of servers fetch the same few documents within seconds;
+rendering each from the database every time is the stampede. An entry here is valid while
+
+- every table it was rendered from has the generation it had when rendering *started* (a write bumps its
+  tables' generations once its connection goes back to the pool, i.e. after the commit: an entry rendered
+  from data read before a commit is never kept past it), and
+- it is younger than `ttl` seconds: what no generation tells us (a CLI in another process on SQLite).
+
+On PostgreSQL the bumps also go to the other processes as NOTIFY (wakeup.listen_documents). Concurrent
+misses of one key share one rendering (single-flight). The store is an LRU capped at `max_entries`.
+No aiohttp here: web/documents.py turns entries into responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .logsafe import logger
+
+log = logger(__name__)  # arguments escaped and redacted (logsafe)
+CHANNEL = "fedibridge_documents"
+_DIRTY = "fedibridge_doc_dirty"  # key in a pooled connection's info dict: tables written on it
+ALL = "*"  # payload meaning "everything changed"
+
+
+def strong_etag(body: bytes) -> str:
+    """A strong validator: the same bytes always give the same tag, in every process."""
+    return '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode() + '"'
+
+
+@dataclass(frozen=True)
+class Document:
+    """One rendered answer: what to send again without rendering, and its validators."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]  # everything sent with it, validators included
+    etag: str
+    last_modified: datetime
+
+
+@dataclass
+class _Entry:
+    doc: Document
+    gens: tuple[int, ...]
+    born: float
+
+
+@dataclass
+class DocCache:
+    """Generation counters per table, an LRU of documents, and the renderings in flight."""
+
+    ttl: float = 5.0
+    max_entries: int = 2048
+    clock: Callable[[], float] = time.monotonic
+    renders: int = 0  # documents rendered (misses), for tests and the benchmark
+    _gens: dict[str, int] = field(default_factory=dict)
+    _entries: OrderedDict[Hashable, _Entry] = field(default_factory=OrderedDict)
+    _flight: dict[Hashable, tuple[tuple[int, ...], asyncio.Future[Document]]] = field(default_factory=dict)
+    _notify: Callable[[frozenset[str]], None] | None = None
+
+    # --- invalidation -----------------------------------------------------------------------
+
+    def changed(self, tables: Iterable[str]) -> None:
+        """Forget every document rendered from any of `tables` (`*`: from anything)."""
+        names = set(tables)
+        if ALL in names:
+            self.changed_all()
+            return
+        for name in names:
+            self._gens[name] = self._gens.get(name, 0) + 1
+
+    def changed_all(self) -> None:
+        self._entries.clear()
+        for name in list(self._gens):
+            self._gens[name] += 1
+
+    def _generations(self, tables: tuple[str, ...]) -> tuple[int, ...]:
+        return tuple(self._gens.get(t, 0) for t in tables)
+
+    def attach(self, engine: AsyncEngine, notify: Callable[[frozenset[str]], None] | None = None) -> None:
+        """Watch the engine's writes: tables written on a connection are bumped when it is checked in
+        (after its commit or rollback). `notify` is told as well (PostgreSQL: the other processes)."""
+        self._notify = notify
+        sync = engine.sync_engine
+
+        def after_execute(conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
+            if not (context.isinsert or context.isupdate or context.isdelete):
+                return
+            table = getattr(getattr(context.compiled, "statement", None), "table", None)
+            # Set for Core insert/update/delete (all our writes); a table we cannot name invalidates everything.
+            name = getattr(table, "name", None) or ALL
+            conn.info.setdefault(_DIRTY, set()).add(name)
+
+        def checkin(_dbapi_conn: Any, record: Any) -> None:
+            dirty = record.info.pop(_DIRTY, None) if record is not None else None
+            if dirty:
+                self.changed(dirty)
+                if self._notify is not None:
+                    self._notify(frozenset(dirty))
+
+        event.listen(sync, "after_cursor_execute", after_execute)
+        event.listen(sync.pool, "checkin", checkin)
+
+    # --- lookup -----------------------------------------------------------------------------
+
+    def peek(self, key: Hashable, tables: tuple[str, ...]) -> Document | None:
+        """The valid entry for `key`, or None (and the stale one is dropped)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.gens != self._generations(tables) or self.clock() - entry.born >= self.ttl:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry.doc
+
+    async def get(self, key: Hashable, tables: tuple[str, ...],
+                  render: Callable[[], Awaitable[Document]]) -> Document:
+        """The document for `key`, rendered at most once however many ask for it at the same time."""
+        doc = self.peek(key, tables)
+        if doc is not None:
+            return doc
+        gens = self._generations(tables)
+        gens_flight = self._flight.get(key)
+        if gens_flight is not None and gens_flight[0] == gens:
+            flight = gens_flight[1]  # joined: it started after the last change too
+        else:  # none, or one begun before a change: its answer may be older than what this caller wrote
+            flight = asyncio.ensure_future(self._render(key, tables, gens, render))
+            self._flight[key] = (gens, flight)
+            flight.add_done_callback(functools.partial(self._landed, key))
+        # shield: a client that hangs up must not cancel the rendering the others wait for
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: Hashable, flight: asyncio.Future[Document]) -> None:
+        current = self._flight.get(key)
+        if current is not None and current[1] is flight:
+            del self._flight[key]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: a failure is re-raised to the waiters, not logged as lost
+
+    async def _render(self, key: Hashable, tables: tuple[str, ...], gens: tuple[int, ...],
+                      render: Callable[[], Awaitable[Document]]) -> Document:
+        # `gens` were read before reading the data: a change during the rendering makes the entry stale
+        born = self.clock()
+        self.renders += 1
+        doc = await render()
+        old = self._entries.get(key)
+        if old is not None and old.doc.etag == doc.etag:
+            doc = old.doc  # the same bytes: keep its Last-Modified, so revalidations still answer 304
+        if self.ttl > 0 and self._entries.get(key, _NEWER).gens <= gens:
+            self._entries[key] = _Entry(doc, gens, born)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return doc
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_NEWER = _Entry(Document(0, b"", {}, "", datetime.min), (), 0.0)  # compares below every generation tuple
+
+NOTIFY_SQL = text(f"SELECT pg_notify('{CHANNEL}', :tables)")
+
+
+def encode_tables(tables: Iterable[str]) -> str:
+    return ",".join(sorted(tables))[:7900]
+
+
+def decode_tables(payload: str) -> set[str]:
+    return {t for t in payload.split(",") if t} or {ALL}
+
+
+async def announce(engine: AsyncEngine, tables: frozenset[str]) -> None:
+    """Tell the other processes (PostgreSQL) which tables changed; a lost one is covered by the TTL."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(NOTIFY_SQL, {"tables": encode_tables(tables)})
+            await conn.commit()
+    except Exception as exc:  # best effort: the documents expire anyway
+        log.warning("cannot announce changed documents: %s", exc)
