@@ -12,15 +12,17 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
-from . import actor_state
+from . import actor_state, doc_cache
 from .enqueue import enqueue_to_followers
 from .errors import BadRequest, FetchError
 from .http_client import GuardedClient
 from .objects import as_list, parse_actor, ref_id
 from .store import Store, utcnow
 from .tables import activities
+from .tables import actor_state as state_table
 from .vocab import Site, iso
 from .vocab_account import move_activity
 
@@ -91,8 +93,12 @@ async def check_target(client: GuardedClient, target_id: str, site: Site) -> str
 
 
 async def move(store: Store, site: Site, client: GuardedClient, target: str, *,
-               allow_http: bool = False) -> MoveResult:
-    """Check the target, then in one transaction: record movedTo and queue the Move to every follower."""
+               allow_http: bool = False, delay: float = 0.0) -> MoveResult:
+    """Check the target, then in one transaction: record movedTo and queue the Move to every follower.
+
+    Mastodon refetches our actor when the Move arrives and acts only if it names the target in `movedTo`;
+    `delay` (the running server's document cache lifetime) makes sure no cached actor is served by then.
+    """
     target_id = await check_target(client, await resolve_handle(client, target, allow_http=allow_http), site)
     now, key = utcnow(), uuid.uuid4().hex
     payload = move_activity(site, target_id, key, now)
@@ -102,7 +108,8 @@ async def move(store: Store, site: Site, client: GuardedClient, target: str, *,
             key=key, type="Move", object_id=site.actor_id, payload=payload, in_outbox=False, published=now))
         pk = result.inserted_primary_key
         assert pk is not None
-        queued = await enqueue_to_followers(conn, int(pk[0]), now)
+        queued = await enqueue_to_followers(conn, int(pk[0]), now + timedelta(seconds=delay))
+    await _changed(store)
     return MoveResult(target_id, payload["id"], queued)
 
 
@@ -111,4 +118,11 @@ async def cancel(store: Store) -> str | None:
     async with store.begin() as conn:
         target = await actor_state.moved_to(conn)
         await actor_state.clear(conn, actor_state.MOVED_TO)
+    await _changed(store)
     return target
+
+
+async def _changed(store: Store) -> None:
+    """We run in the CLI: tell the servers' document caches (PostgreSQL; on SQLite their TTL covers it)."""
+    if store.is_postgres:
+        await doc_cache.announce(store.engine, frozenset({state_table.name}))

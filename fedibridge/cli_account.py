@@ -42,7 +42,8 @@ def cmd_move(args: argparse.Namespace) -> int:
                                      allow_private=settings.allow_private_addresses,
                                      timeout=settings.fetch_timeout) as client:
                 result = await account_move.move(store, site, client, args.to,
-                                                 allow_http=settings.allow_private_addresses)
+                                                 allow_http=settings.allow_private_addresses,
+                                                 delay=settings.document_cache_seconds + 1)
         finally:
             await store.close()
         print(f"moved to {result.target}: the actor now shows movedTo, publishing is stopped")
