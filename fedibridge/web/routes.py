@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ..app import SETTINGS
-from . import api, comments_api, discovery, inbox, ops, publishing, widget
+from . import admin, api, comments_api, discovery, inbox, ops, publishing, widget
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None`.
-FEATURES = (publishing, inbox, api, comments_api, widget)
+FEATURES = (publishing, inbox, api, comments_api, widget, admin)
 
 
 def setup_routes(app: web.Application) -> None:

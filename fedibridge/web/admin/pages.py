@@ -1,0 +1,93 @@
+"""The other admin screens: articles, followers and delivery health, blocks (list, add, remove)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ... import moderation
+from ...app import SERVICES
+from ...errors import BadRequest
+from . import auth, queries, render
+from .comments_page import _answer, _block, flash
+
+
+def _common(request: web.Request, section: str, title_key: str) -> dict[str, Any]:
+    s = auth.require_session(request)
+    w = auth.words(request)
+    services = request.app[SERVICES]
+    return {"title": w(title_key), "base": auth.base_path(request), "session": s,
+            "csrf": auth.sessions(request).csrf(s), "section": section, "flash": flash(request),
+            "site": services.site, "blog_name": services.settings.name}
+
+
+@auth.guarded
+async def articles_page(request: web.Request) -> web.Response:
+    ctx = _common(request, "articles", "articles")
+    async with request.app[SERVICES].store.connect() as conn:
+        stats = await queries.article_stats(conn)
+    return render.html("articles.html", auth.words(request), articles=stats, **ctx)
+
+
+@auth.guarded
+async def followers_page(request: web.Request) -> web.Response:
+    ctx = _common(request, "followers", "followers")
+    async with request.app[SERVICES].store.connect() as conn:
+        total, found = await queries.follower_page(conn)
+        health = await queries.delivery_health(conn)
+    return render.html("followers.html", auth.words(request), total=total, followers=found, health=health, **ctx)
+
+
+@auth.guarded
+async def blocks_page(request: web.Request) -> web.Response:
+    ctx = _common(request, "blocks", "blocks")
+    settings = request.app[SERVICES].settings
+    async with request.app[SERVICES].store.connect() as conn:
+        stored = await moderation.list_blocks(conn)
+    configured = [{"kind": "domain", "value": d} for d in settings.blocked_domains] + \
+        [{"kind": "actor", "value": a} for a in settings.blocked_actors]
+    return render.html("blocks.html", auth.words(request), blocks=stored, configured=configured,
+                       error=request.query.get("error") == "1", **ctx)
+
+
+def _kind_value(form: Any) -> tuple[str, str]:
+    value = form.get("value")
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("value is required")
+    kind = form.get("kind") or moderation.guess_kind(value)
+    if kind not in ("domain", "actor"):
+        raise BadRequest("kind must be 'domain' or 'actor'")
+    return kind, value
+
+
+@auth.guarded
+async def add_block(request: web.Request) -> web.Response:
+    _, form = await auth.require_post(request)
+    try:
+        kind, value = _kind_value(form)
+        moderation.normalise_block(kind, value)  # a clear 400 before anything is written
+    except BadRequest as exc:
+        w = auth.words(request)
+        ctx = _common(request, "blocks", "blocks")
+        resp = render.html("message.html", w, http_status=400, message=str(exc), **ctx)
+        return resp
+    canonical, rejected = await _block(request, kind, value)
+    return _answer(request, form, "done.blocked", {"kind": kind, "value": canonical}, value=canonical, n=rejected)
+
+
+@auth.guarded
+async def remove_block(request: web.Request) -> web.Response:
+    _, form = await auth.require_post(request)
+    services = request.app[SERVICES]
+    try:
+        kind, value = _kind_value(form)
+        async with services.store.begin() as conn:
+            removed = await moderation.remove_block(conn, kind, value)
+    except BadRequest as exc:
+        ctx = _common(request, "blocks", "blocks")
+        return render.html("message.html", auth.words(request), http_status=400, message=str(exc), **ctx)
+    services.block_cache.clear()
+    if not removed:
+        raise auth.refusal(request, 404, "error")
+    return _answer(request, form, "done.unblocked", {"kind": kind, "value": value}, value=value)
