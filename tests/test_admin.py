@@ -273,6 +273,12 @@ async def test_articles_followers_and_delivery_health(bridge: Bridge) -> None:
         alice = remote.add_actor("alice")
         status, text = await remote.send(alice, f"{bridge.url}/inbox", remote.follow(alice, bridge.actor))
         assert status in (200, 202), text
+
+        async def following() -> bool:
+            async with bridge.store.connect() as conn:
+                return (await conn.execute(select(followers.c.id))).first() is not None
+
+        await wait_for(following, timeout=15)  # followers before the article: its Create goes to alice
         art = await publish(bridge, "Statistiques", "http://blog.test/stats/")
         for activity in (remote.like(alice, art["id"]), remote.announce(alice, art["id"])):
             assert (await remote.send(alice, f"{bridge.url}/inbox", activity))[0] in (200, 202)
