@@ -12,7 +12,7 @@
   function post(form, extra) {
     var body = new URLSearchParams(new FormData(form));
     if (extra) { body.append(extra.name, extra.value); }
-    return fetch(form.action, {
+    return fetch(form.getAttribute("action"), {  // not form.action: the bulk buttons are named "action"
       method: "POST", body: body, credentials: "same-origin",
       headers: { "Accept": "application/json" }
     }).then(function (resp) {
@@ -44,7 +44,7 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) { return; }
-    var isAct = form.classList.contains("act"), isBulk = form.id === "bulk";
+    var isAct = form.classList.contains("act"), isBulk = form.getAttribute("id") === "bulk";  // not form.id: the checkboxes named "id" shadow it
     if (!isAct && !isBulk) { return; }
     event.preventDefault();
     var submitter = event.submitter;
