@@ -14,7 +14,7 @@ from typing import Any
 from playwright.async_api import Page
 
 from .admin_helpers import admin_comments, publish, signed_reply
-from .conftest import Bridge, BridgeFactory, free_port, wait_for
+from .conftest import Bridge, BridgeFactory, free_port
 from .remote import RemoteInstance
 from .widget_page import BlogServer, NetworkGuard, blog_page, chromium
 

@@ -66,10 +66,12 @@ def base_path(request: web.Request) -> str:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer; behind a reverse proxy on loopback, the address it appended to X-Forwarded-For."""
+    """The peer; behind a reverse proxy on loopback or a private network (Compose), the address the
+    proxy appended last to X-Forwarded-For (nginx's $proxy_add_x_forwarded_for, Caddy's default)."""
     peer = request.remote or ""
     try:
-        local = ipaddress.ip_address(peer).is_loopback
+        address = ipaddress.ip_address(peer)
+        local = address.is_loopback or address.is_private
     except ValueError:
         local = False
     forwarded = request.headers.get("X-Forwarded-For", "")
@@ -100,7 +102,11 @@ def _same_origin(request: web.Request) -> bool:
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin")
-    return origin is None or same_origin(origin, request.app[SERVICES].settings.base)
+    if origin is None:
+        return True
+    # The public origin, or the one the browser addressed (an SSH tunnel to the port: http://localhost:8080).
+    return same_origin(origin, request.app[SERVICES].settings.base) or \
+        same_origin(origin, f"{request.scheme}://{request.host}")
 
 
 def wants_json(request: web.Request) -> bool:

@@ -69,6 +69,12 @@
     });
   });
 
+  // An avatar its server no longer serves: hide the broken image (no inline onerror under our CSP).
+  document.addEventListener("error", function (event) {
+    var img = event.target;
+    if (img instanceof HTMLImageElement && img.classList.contains("avatar")) { img.hidden = true; }
+  }, true);
+
   document.addEventListener("change", function (event) {
     if (event.target.id !== "select-all") { return; }
     document.querySelectorAll("input.pick").forEach(function (box) {
