@@ -290,9 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("doctor", cmd_doctor, "check configuration, keys, database and migrations")
 
     # Feature commands: each module adds its subparsers through `add` and sets their `func`.
-    from . import cli_articles, cli_comments, cli_delivery
+    from . import cli_admin, cli_articles, cli_comments, cli_delivery
 
-    for module in (cli_articles, cli_delivery, cli_comments):
+    for module in (cli_articles, cli_delivery, cli_comments, cli_admin):
         module.add_commands(add)
     return parser
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import html
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
 from yarl import URL
 
+from fedibridge.admin_passphrase import passphrase
 from fedibridge.tables import articles, blocks, comments, deliveries, followers
 from fedibridge.web.admin.i18n import choose
 from fedibridge.web.admin.session import Sessions, SignInLimiter
@@ -43,6 +45,10 @@ def test_session_cookie_is_signed_expires_and_is_revocable() -> None:
     s.revoke(session, 1002.0)
     assert s.verify(value, 1003.0) is None
     assert s.check_token(" token-one\n") and not s.check_token("token-on") and not s.check_token("")
+    phrase = passphrase("token-one")
+    assert re.fullmatch(r"[a-z2-7]{4}(-[a-z2-7]{4}){4}", phrase) and phrase != passphrase("token-two")
+    assert s.check_token(phrase) and s.check_token(phrase.upper().replace("-", " "))
+    assert not s.check_token(phrase[:-1]) and not Sessions("token-two").check_token(phrase)
 
 
 def test_sign_in_limiter_counts_failures_per_address() -> None:
@@ -90,6 +96,7 @@ async def test_sign_in_sets_a_strict_cookie_and_sign_out_ends_it(bridge: Bridge)
     async with AdminClient(bridge) as admin:
         resp = await admin.login("wrong")
         assert resp.status == 401
+        assert (await admin.login(passphrase(bridge.token))).status == 303  # the passphrase works too
         resp = await admin.login()
         assert resp.status == 303 and resp.headers["Location"] == "/admin/comments"
         cookie = resp.headers["Set-Cookie"]
@@ -377,3 +384,14 @@ async def test_french_and_english_and_headers(bridge: Bridge) -> None:
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/css")
     async with bridge.http.get(f"{bridge.url}/admin/static/..%2fsession.py") as resp:
         assert resp.status == 404
+
+
+def test_cli_prints_the_passphrase(tmp_path: Path) -> None:
+    from .test_cli import run
+
+    assert run(["init", "--base-url", "https://blog.example.org/fediverse"], tmp_path).returncode == 0
+    token = (tmp_path / "keys" / "admin-token").read_text().strip()
+    result = run(["admin-passphrase"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "https://blog.example.org/fediverse/admin" in result.stdout
+    assert passphrase(token) in result.stdout and token not in result.stdout

@@ -13,7 +13,9 @@ SUPPORTED: tuple[Lang, ...] = ("en", "fr")
 
 EN: dict[str, str] = {
     "admin": "Moderation", "skip": "Skip to content", "signin": "Sign in", "signout": "Sign out",
-    "token": "Admin token", "token_help": "The admin token (FEDIBRIDGE_ADMIN_TOKEN, or keys/admin-token).",
+    "token": "Admin token or passphrase",
+    "token_help": "The admin token (FEDIBRIDGE_ADMIN_TOKEN, or keys/admin-token), or the passphrase that "
+                  "`fedibridge admin-passphrase` prints.",
     "wrong_token": "Wrong token.", "too_many": "Too many failed attempts; try again in {n} s.",
     "signed_out": "Signed out.", "session_needed": "Your session has ended: sign in again.",
     "csrf": "This form is stale or came from another site: reload the page and try again.",
@@ -45,8 +47,9 @@ EN: dict[str, str] = {
 
 FR: dict[str, str] = {
     "admin": "Modération", "skip": "Aller au contenu", "signin": "Se connecter", "signout": "Se déconnecter",
-    "token": "Jeton d’administration",
-    "token_help": "Le jeton d’administration (FEDIBRIDGE_ADMIN_TOKEN, ou keys/admin-token).",
+    "token": "Jeton d’administration ou phrase de passe",
+    "token_help": "Le jeton d’administration (FEDIBRIDGE_ADMIN_TOKEN, ou keys/admin-token), ou la phrase de "
+                  "passe qu’affiche `fedibridge admin-passphrase`.",
     "wrong_token": "Jeton incorrect.", "too_many": "Trop d’essais manqués ; réessayez dans {n} s.",
     "signed_out": "Déconnecté.", "session_needed": "Votre session a expiré : reconnectez-vous.",
     "csrf": "Ce formulaire est périmé ou vient d’un autre site : rechargez la page et recommencez.",

@@ -14,6 +14,8 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 
+from ...admin_passphrase import normalise, passphrase
+
 COOKIE = "fedibridge_admin"
 LIFETIME = 12 * 3600  # seconds a sign-in lasts
 MAX_FAILURES = 10  # failed sign-ins per client address…
@@ -42,11 +44,16 @@ class Sessions:
         self._cookie_key = hmac.new(root, b"session", hashlib.sha256).digest()
         self._csrf_key = hmac.new(root, b"csrf", hashlib.sha256).digest()
         self._token = admin_token
+        self._passphrase = normalise(passphrase(admin_token))
         self._revoked: dict[str, int] = {}  # signed-out ids of this process, until they expire anyway
 
     def check_token(self, candidate: str) -> bool:
-        """Constant-time comparison with the admin token (surrounding blanks from a paste are ignored)."""
-        return bool(candidate.strip()) and hmac.compare_digest(candidate.strip().encode(), self._token.encode())
+        """The admin token or its passphrase, compared in constant time (blanks from a paste are ignored)."""
+        if not candidate.strip():
+            return False
+        token_ok = hmac.compare_digest(candidate.strip().encode(), self._token.encode())
+        phrase_ok = hmac.compare_digest(normalise(candidate).encode(), self._passphrase.encode())
+        return token_ok or phrase_ok
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._cookie_key, payload.encode(), hashlib.sha256).digest())
