@@ -146,6 +146,7 @@ async def test_block_a_server_in_the_browser_then_its_next_reply_is_refused(make
             await _sign_in(page, b)
             await page.locator(f"#c{c['id']}").get_by_role("button", name="Block server").click()
             await page.locator("p.empty").wait_for()  # reloaded: the pending queue is empty now
+            assert (await page.locator("#flash").text_content() or "").startswith("Blocked 127.0.0.4; 1 comment")
             await page.get_by_role("link", name="Blocks").click()
             await page.locator("table.blocks th", has_text="127.0.0.4").wait_for()
             assert problems == [], problems

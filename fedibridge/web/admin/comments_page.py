@@ -87,6 +87,9 @@ def _with_message(url: str, key: str, **values: object) -> str:
 
 def _answer(request: web.Request, form: Any, key: str, data: dict[str, Any], **values: object) -> web.Response:
     if auth.wants_json(request):
+        # `location`: where admin.js goes when the change reaches beyond one row (a block rejects more).
+        data = {**data, "location": _with_message(_back(request, form), key, **values)} if data.get("reload") \
+            else data
         resp = web.json_response({"ok": True, "message": auth.words(request)(key, **values), **data})
         render.secure(resp)
         return resp

@@ -27,6 +27,7 @@ async def articles_page(request: web.Request) -> web.Response:
     ctx = _common(request, "articles", "articles")
     async with request.app[SERVICES].store.connect() as conn:
         stats = await queries.article_stats(conn)
+        ctx["pending"] = await queries.pending_count(conn)
     return render.html("articles.html", auth.words(request), articles=stats, **ctx)
 
 
@@ -36,6 +37,7 @@ async def followers_page(request: web.Request) -> web.Response:
     async with request.app[SERVICES].store.connect() as conn:
         total, found = await queries.follower_page(conn)
         health = await queries.delivery_health(conn)
+        ctx["pending"] = await queries.pending_count(conn)
     return render.html("followers.html", auth.words(request), total=total, followers=found, health=health, **ctx)
 
 
@@ -45,6 +47,7 @@ async def blocks_page(request: web.Request) -> web.Response:
     settings = request.app[SERVICES].settings
     async with request.app[SERVICES].store.connect() as conn:
         stored = await moderation.list_blocks(conn)
+        ctx["pending"] = await queries.pending_count(conn)
     configured = [{"kind": "domain", "value": d} for d in settings.blocked_domains] + \
         [{"kind": "actor", "value": a} for a in settings.blocked_actors]
     return render.html("blocks.html", auth.words(request), blocks=stored, configured=configured,

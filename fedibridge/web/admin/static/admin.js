@@ -52,7 +52,7 @@
     if (submitter) { submitter.disabled = true; }
     post(form, extra).then(function (data) {
       say(data.message);
-      if (data.reload) { window.location.reload(); return; }
+      if (data.reload) { window.location.assign(data.location || window.location.href); return; }
       if (isAct) {
         var li = form.closest("li.comment");
         if (li) { settle(li, data.status, data.deleted); }
