@@ -27,6 +27,15 @@ async def _sign_in(page: Page, b: Bridge) -> None:
     await page.wait_for_url("**/admin/comments")
 
 
+# Runs in the page: form controls without an accessible name, and whether the page scrolls sideways.
+AUDIT = """() => {
+  const unnamed = [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+    .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+    .map(e => e.outerHTML);
+  return {unnamed, overflow: document.documentElement.scrollWidth > window.innerWidth + 1};
+}"""
+
+
 async def _public(b: Bridge, slug: str) -> list[dict[str, Any]]:
     async with b.http.get(f"{b.url}/api/articles/{slug}/comments") as resp:
         assert resp.status == 200, await resp.text()
@@ -82,6 +91,18 @@ async def test_approve_in_the_browser_then_public_api_and_widget(make_bridge: Br
                 assert shot.stat().st_size > 10_000
                 if os.environ.get("FEDIBRIDGE_ADMIN_SCREENSHOT"):
                     shutil.copyfile(shot, os.environ["FEDIBRIDGE_ADMIN_SCREENSHOT"])
+
+                # Every control is named (labels, aria-label or text); nothing scrolls sideways on a phone.
+                phone = await browser.new_context(locale="en-US", viewport={"width": 360, "height": 740},
+                                                  is_mobile=True, has_touch=True)
+                await NetworkGuard().attach(phone)
+                small = await phone.new_page()
+                await _sign_in(small, b)
+                for path in ("/comments", "/articles", "/followers", "/blocks"):
+                    await small.goto(f"{b.url}/admin{path}")
+                    audit = await small.evaluate(AUDIT)
+                    assert audit == {"unnamed": [], "overflow": False}, (path, audit)
+                await phone.close()
 
                 # One click, no reload (admin.js posts the form with fetch and updates the row).
                 await page.evaluate("window.__stay = true")
