@@ -85,7 +85,7 @@ def _with_message(url: str, key: str, **values: object) -> str:
     return url + sep + urlencode(extra)
 
 
-def _answer(request: web.Request, form: Any, key: str, data: dict[str, Any], **values: object) -> web.Response:
+def answer(request: web.Request, form: Any, key: str, data: dict[str, Any], **values: object) -> web.Response:
     if auth.wants_json(request):
         # `location`: where admin.js goes when the change reaches beyond one row (a block rejects more).
         data = {**data, "location": _with_message(_back(request, form), key, **values)} if data.get("reload") \
@@ -96,7 +96,7 @@ def _answer(request: web.Request, form: Any, key: str, data: dict[str, Any], **v
     return render.redirect(_with_message(_back(request, form), key, **values))
 
 
-async def _block(request: web.Request, kind: str, value: str) -> tuple[str, int]:
+async def block(request: web.Request, kind: str, value: str) -> tuple[str, int]:
     """Block through the core (as the API and CLI do): the blocked's comments are rejected at once."""
     services = request.app[SERVICES]
     async with services.store.begin() as conn:
@@ -125,12 +125,12 @@ async def act(request: web.Request) -> web.Response:
     assert c is not None
     if action in ("block-author", "block-server"):
         kind, value = ("actor", c.author.id) if action == "block-author" else ("domain", host_of(c.author.id))
-        canonical, rejected = await _block(request, kind, value)
-        return _answer(request, form, "done.blocked", {"id": comment_id, "reload": True}, value=canonical,
+        canonical, rejected = await block(request, kind, value)
+        return answer(request, form, "done.blocked", {"id": comment_id, "reload": True}, value=canonical,
                        n=rejected)
     notify(request.app)
     key = {"approve": "done.approved", "reject": "done.rejected", "delete": "done.deleted"}[action]
-    return _answer(request, form, key, {"id": comment_id, "status": c.status, "deleted": c.deleted})
+    return answer(request, form, key, {"id": comment_id, "status": c.status, "deleted": c.deleted})
 
 
 @auth.guarded
@@ -142,7 +142,7 @@ async def bulk(request: web.Request) -> web.Response:
         raise auth.refusal(request, 400, "error")
     ids = sorted({int(v) for v in form.getall("id", []) if isinstance(v, str) and v.isdigit() and len(v) < 10})
     if not ids:
-        return _answer(request, form, "no_selection", {"ids": []})
+        return answer(request, form, "no_selection", {"ids": []})
     if len(ids) > BULK_MAX:
         raise auth.refusal(request, 413, "error")
     services = request.app[SERVICES]
@@ -154,4 +154,4 @@ async def bulk(request: web.Request) -> web.Response:
             if c is not None:
                 changed.append(comment_id)
     notify(request.app)
-    return _answer(request, form, "done.bulk", {"ids": changed, "status": status}, n=len(changed))
+    return answer(request, form, "done.bulk", {"ids": changed, "status": status}, n=len(changed))

@@ -10,7 +10,7 @@ from ... import moderation
 from ...app import SERVICES
 from ...errors import BadRequest
 from . import auth, queries, render
-from .comments_page import _answer, _block, flash
+from .comments_page import answer, block, flash
 
 
 def _common(request: web.Request, section: str, title_key: str) -> dict[str, Any]:
@@ -75,8 +75,8 @@ async def add_block(request: web.Request) -> web.Response:
         ctx = _common(request, "blocks", "blocks")
         resp = render.html("message.html", w, http_status=400, message=str(exc), **ctx)
         return resp
-    canonical, rejected = await _block(request, kind, value)
-    return _answer(request, form, "done.blocked", {"kind": kind, "value": canonical}, value=canonical, n=rejected)
+    canonical, rejected = await block(request, kind, value)
+    return answer(request, form, "done.blocked", {"kind": kind, "value": canonical}, value=canonical, n=rejected)
 
 
 @auth.guarded
@@ -93,4 +93,4 @@ async def remove_block(request: web.Request) -> web.Response:
     services.block_cache.clear()
     if not removed:
         raise auth.refusal(request, 404, "error")
-    return _answer(request, form, "done.unblocked", {"kind": kind, "value": value}, value=value)
+    return answer(request, form, "done.unblocked", {"kind": kind, "value": value}, value=value)
