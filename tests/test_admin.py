@@ -314,7 +314,12 @@ async def test_articles_followers_and_delivery_health(bridge: Bridge) -> None:
             assert row is not None
             cells = row.group(1)
             assert '<td class="likes">1</td>' in cells and '<td class="boosts">1</td>' in cells
-            assert re.search(r'<td class="ncomments">1\s', cells)
+            link = re.search(r'<td class="ncomments"><a href="([^"]+)">1</a>', cells)
+            assert link is not None
+            status, listed = await admin.page(html.unescape(link.group(1)).removeprefix("/admin"))
+            assert status == 200 and listed.count('<li class="comment') == 1 and "merci" in listed
+            status, listed = await admin.page("/comments", status="all", article="autre-article")
+            assert "Aucun commentaire ici." in listed
             assert "livré" in cells and art["id"] in cells and 'href="http://blog.test/stats/"' in cells
             status, page = await admin.page("/followers")
             assert "2 abonné(s)" in page and alice.handle in page and "@zoe@down.example" in page

@@ -45,24 +45,25 @@ def flash(request: web.Request) -> str | None:
 async def comments_page(request: web.Request) -> web.Response:
     s = auth.require_session(request)
     status, page, q = _status(request), _page(request), request.query.get("q", "")[:queries.SEARCH_MAX]
+    slug = request.query.get("article", "")[:200]
     services = request.app[SERVICES]
     async with services.store.connect() as conn:
-        total, found = await queries.comment_page(conn, status, q, page)
+        total, found = await queries.comment_page(conn, status, q, page, slug)
         parents = await queries.parents(conn, found)
         titles = await queries.article_titles(conn, {c.article for c in found})
         pending = await queries.pending_count(conn)
     w = auth.words(request)
     base = auth.base_path(request)
-    here = f"{base}/comments?" + urlencode({k: v for k, v in (("status", status), ("q", q)) if v})
+    filters = (("status", status), ("q", q), ("article", slug))
+    here = f"{base}/comments?" + urlencode({k: v for k, v in filters if v})
     more = page * queries.PAGE < total
 
     def page_url(n: int) -> str:
-        return f"{base}/comments?" + urlencode({k: v for k, v in (("status", status), ("q", q), ("page", str(n)))
-                                                if v})
+        return f"{base}/comments?" + urlencode({k: v for k, v in (*filters, ("page", str(n))) if v})
 
     return render.html(
         "comments.html", w, title=(f"({pending}) " if pending else "") + w("comments"), base=base, session=s,
-        csrf=auth.sessions(request).csrf(s), section="comments", status=status, statuses=STATUSES, q=q,
+        csrf=auth.sessions(request).csrf(s), section="comments", status=status, statuses=STATUSES, q=q, slug=slug,
         comments=found, parents=parents, titles=titles, total=total, pending=pending, here=here + (
             f"&page={page}" if page > 1 else ""), page=page, older=page_url(page + 1) if more else None,
         newer=page_url(page - 1) if page > 1 else None, flash=flash(request), site=services.site,

@@ -24,9 +24,11 @@ def _like(q: str) -> str:
     return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _comment_filter(stmt: Any, status: str, q: str) -> Any:
+def _comment_filter(stmt: Any, status: str, q: str, slug: str = "") -> Any:
     if status != "all":
         stmt = stmt.where(comments.c.status == status)
+    if slug:
+        stmt = stmt.where(articles.c.slug == slug)
     q = q.strip()[:SEARCH_MAX]
     if q:
         pattern = _like(q)
@@ -36,13 +38,14 @@ def _comment_filter(stmt: Any, status: str, q: str) -> Any:
     return stmt
 
 
-async def comment_page(conn: AsyncConnection, status: str, q: str, page: int) -> tuple[int, list[Comment]]:
+async def comment_page(conn: AsyncConnection, status: str, q: str, page: int,
+                       slug: str = "") -> tuple[int, list[Comment]]:
     """(total matching, one page): the pending queue oldest first (first come, first served), others newest first."""
-    total = await count(conn, _comment_filter(
-        select(func.count()).select_from(comments.join(articles, comments.c.article_id == articles.c.id)), status, q))
+    joined = comments.join(articles, comments.c.article_id == articles.c.id)
+    total = await count(conn, _comment_filter(select(func.count()).select_from(joined), status, q, slug))
     order = (comments.c.published, comments.c.id) if status == "pending" else \
         (comments.c.published.desc(), comments.c.id.desc())
-    rows = await conn.execute(_comment_filter(select_comments(), status, q).order_by(*order)
+    rows = await conn.execute(_comment_filter(select_comments(), status, q, slug).order_by(*order)
                               .limit(PAGE).offset((page - 1) * PAGE))
     return total, [comment_from_row(r) for r in rows]
 
