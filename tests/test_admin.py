@@ -400,3 +400,20 @@ def test_cli_prints_the_passphrase(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "https://blog.example.org/fediverse/admin" in result.stdout
     assert passphrase(token) in result.stdout and token not in result.stdout
+
+
+async def test_followers_are_paged(bridge: Bridge) -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    async with bridge.store.begin() as conn:
+        await conn.execute(insert(followers), [
+            {"actor_id": f"https://s{i % 7}.example/users/u{i}", "handle": f"@u{i}@s{i % 7}.example",
+             "inbox": f"https://s{i % 7}.example/inbox", "since": start + timedelta(minutes=i)} for i in range(501)])
+    async with AdminClient(bridge) as admin:
+        await admin.login()
+        status, first = await admin.page("/followers")
+        assert status == 200 and "501 follower(s)" in first
+        assert first.count("<tr><th scope=\"row\">") == 500 and "@u0@s0.example" in first
+        assert 'href="/admin/followers?page=2"' in first and "@u500@" not in first
+        status, second = await admin.page("/followers", page="2")
+        assert second.count("<tr><th scope=\"row\">") == 1 and "@u500@s3.example" in second
+        assert 'href="/admin/followers?page=1"' in second

@@ -22,6 +22,11 @@ def _common(request: web.Request, section: str, title_key: str) -> dict[str, Any
             "site": services.site, "blog_name": services.settings.name}
 
 
+def _page_number(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
+
+
 @auth.guarded
 async def articles_page(request: web.Request) -> web.Response:
     ctx = _common(request, "articles", "articles")
@@ -35,10 +40,15 @@ async def articles_page(request: web.Request) -> web.Response:
 async def followers_page(request: web.Request) -> web.Response:
     ctx = _common(request, "followers", "followers")
     async with request.app[SERVICES].store.connect() as conn:
-        total, found = await queries.follower_page(conn)
+        page = _page_number(request)
+        total, found = await queries.follower_page(conn, page)
         health = await queries.delivery_health(conn)
         ctx["pending"] = await queries.pending_count(conn)
-    return render.html("followers.html", auth.words(request), total=total, followers=found, health=health, **ctx)
+    base = auth.base_path(request)
+    return render.html("followers.html", auth.words(request), total=total, followers=found, health=health,
+                       older=f"{base}/followers?page={page - 1}" if page > 1 else None,
+                       newer=f"{base}/followers?page={page + 1}" if page * queries.FOLLOWERS_PAGE < total else None,
+                       **ctx)
 
 
 @auth.guarded

@@ -115,10 +115,14 @@ async def article_stats(conn: AsyncConnection, limit: int = 200) -> list[Article
                          comments=said.get(r.id, {}), federation=fed.get(r.id, "none")) for r in rows]
 
 
-async def follower_page(conn: AsyncConnection, limit: int = 500) -> tuple[int, list[dict[str, Any]]]:
-    """(total, the oldest `limit` followers as handle/server/since)."""
+FOLLOWERS_PAGE = 500
+
+
+async def follower_page(conn: AsyncConnection, page: int = 1) -> tuple[int, list[dict[str, Any]]]:
+    """(total, one page of followers as handle/server/since, oldest first)."""
     total = await count(conn, select(func.count()).select_from(followers))
-    rows = await conn.execute(select(followers).order_by(followers.c.since, followers.c.id).limit(limit))
+    rows = await conn.execute(select(followers).order_by(followers.c.since, followers.c.id)
+                              .limit(FOLLOWERS_PAGE).offset((page - 1) * FOLLOWERS_PAGE))
     return total, [{"id": r.actor_id, "handle": r.handle or r.actor_id, "server": netloc_of(r.actor_id),
                     "since": r.since} for r in rows]
 
