@@ -294,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Feature commands: each module adds its subparsers through `add` and sets their `func`.
     # Lazy on purpose (start-up cost): the feature commands load the app (aiohttp) for what they publish.
-    from . import cli_account, cli_articles, cli_comments, cli_delivery  # lazy-import: start-up cost
+    from . import cli_account, cli_admin, cli_articles, cli_comments, cli_delivery  # lazy-import: start-up cost
 
-    for module in (cli_articles, cli_delivery, cli_comments, cli_account):
+    for module in (cli_articles, cli_delivery, cli_comments, cli_account, cli_admin):
         module.add_commands(add)
     return parser
 

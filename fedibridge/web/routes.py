@@ -8,10 +8,11 @@ from aiohttp import web
 
 from ..config import Settings
 from . import account, comments_api, discovery, documents, followers_api, inbox, ops, publishing, widget
+from .admin import routes as admin
 from .documents import activity_variant, cached
 
 # Feature modules, each with `setup(app: web.Application, prefix: str) -> None` (the inbox also needs the username).
-FEATURES = (publishing, followers_api, comments_api, widget, account)
+FEATURES = (publishing, followers_api, comments_api, widget, account, admin)
 
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
