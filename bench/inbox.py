@@ -12,6 +12,15 @@ the per-round ratios (bridge chunk rate / mean of the bare chunks around it).
 
     .venv/bin/python bench/inbox.py [--requests 5000] [--rounds 5] [--concurrency 32] [--role all|web|both]
                                     [--database-url postgresql://…/empty_db] [--profile PATH]
+                                    [--phase accept|e2e|both] [--replies 20000] [--serve-profile PATH]
+
+End to end (--phase e2e, part of the default): a burst of --replies signed replies from 50 actors on 5
+loopback hosts (127.3.0.1-5) to a real `fedibridge serve` subprocess (role `all` unless --role web, SQLite
+unless --database-url), timed from the first POST until the last reply is listed by
+`GET /api/comments?status=all`; comments/s end to end, the 202 rate, and the bridge's peak RSS. Baseline in
+the same run: a bare handler in its own process (bench/_bare.py inbox) taking the same requests from the
+same generator; the end-to-end ratio is comments/s over the bare 202/s. --serve-profile PATH runs the
+bridge under cProfile (stats written to PATH; summarise with bench/profile_summary.py PATH).
 """
 
 from __future__ import annotations
@@ -34,11 +43,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 
-from fedibridge import articles, inbox_worker
-from fedibridge.app import SERVICES, create_app
-from fedibridge.config import Settings, validate
-from fedibridge.signatures import sign_request
-from fedibridge.tables import comments, inbox_items
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._bridge import Bare, Bridge, loopback_hosts, publish, raise_nofile, total  # noqa: E402
+from fedibridge import articles, inbox_worker  # noqa: E402
+from fedibridge.app import SERVICES, create_app  # noqa: E402
+from fedibridge.config import Settings, validate  # noqa: E402
+from fedibridge.signatures import sign_request  # noqa: E402
+from fedibridge.tables import comments, inbox_items  # noqa: E402
 
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 HOST = "127.0.0.1"
@@ -228,6 +240,100 @@ async def measure(role: str, n: int, concurrency: int, rounds: int, database_url
     return good
 
 
+async def instances(keys: list[rsa.RSAPrivateKey], hosts: list[str], per_host: int
+                    ) -> tuple[web.AppRunner, list[tuple[str, rsa.RSAPrivateKey]]]:
+    """Mastodon-shaped actors /users/a0… on each loopback host (one server bound to all of them)."""
+    port = free_port()
+    pems = [k.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode() for k in keys]
+
+    async def get(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        index = hosts.index(request.url.host or "") * per_host + int(name[1:])
+        base = f"http://{request.host}"
+        actor = f"{base}/users/{name}"
+        doc = {"@context": ["https://www.w3.org/ns/activitystreams", "https://w3id.org/security/v1"], "id": actor,
+               "type": "Person", "preferredUsername": name, "name": f"Bench {index}", "inbox": f"{actor}/inbox",
+               "endpoints": {"sharedInbox": f"{base}/inbox"}, "url": f"{base}/@{name}",
+               "publicKey": {"id": f"{actor}#main-key", "owner": actor, "publicKeyPem": pems[index]}}
+        return web.Response(text=json.dumps(doc), content_type="application/activity+json")
+
+    app = web.Application()
+    app.router.add_get("/users/{name}", get)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    for h in hosts:
+        await web.TCPSite(runner, h, port).start()
+    actors = [(f"http://{h}:{port}/users/a{i}", keys[j * per_host + i]) for j, h in enumerate(hosts)
+              for i in range(per_host)]
+    return runner, actors
+
+
+async def end_to_end(n: int, concurrency: int, role: str, database_url: str | None, serve_profile: str | None
+                     ) -> bool:
+    """A burst of n replies from 50 actors on 5 hosts to a `fedibridge serve` subprocess, until all are comments."""
+    raise_nofile()
+    hosts, per_host = loopback_hosts(5, second=3), 10
+    keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(len(hosts) * per_host)]
+    remote, actors = await instances(keys, hosts, per_host)
+    try:
+        async with Bare("inbox") as bare, Bridge(role, database_url, serve_profile) as bridge, \
+                aiohttp.ClientSession() as session:
+            in_reply_to = await publish(session, bridge)
+            inbox_url = f"{bridge.base}/inbox"
+            per_actor = -(-n // len(actors))
+            signed = [presign(inbox_url, actor, key, in_reply_to, 0, per_actor) for actor, key in actors]
+            reqs = [signed[i % len(actors)][i // len(actors)] for i in range(n)]  # actors interleaved
+            bare_ok, bare_secs = await load(f"{bare.base}/inbox", reqs, concurrency)  # bare checks nothing
+            bare.sample_rss()
+
+            done = asyncio.Event()
+            seen = [0]
+            started = time.perf_counter()
+
+            async def poll() -> None:
+                while seen[0] < n:
+                    await asyncio.sleep(0.25)
+                    seen[0] = await total(session, bridge, "/api/comments?status=all")
+                    bridge.sample_rss()
+                done.set()
+
+            poller = asyncio.create_task(poll())
+            ok, accept_secs = await load(inbox_url, reqs, concurrency)
+            worker: asyncio.subprocess.Process | None = None
+            if role == "web":  # handling starts only now, in a worker process of its own
+                worker = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "fedibridge", "serve", "--role", "worker", cwd=bridge.dir,
+                    env=bridge.env(), stdout=asyncio.subprocess.DEVNULL)
+            try:
+                await asyncio.wait_for(done.wait(), timeout=max(300.0, n / 20))
+            except TimeoutError:
+                poller.cancel()
+            finally:
+                if worker is not None:
+                    worker.terminate()
+                    await worker.wait()
+            e2e_secs = time.perf_counter() - started
+            stored = seen[0]
+    finally:
+        await remote.cleanup()
+    bare_rate, accept_rate, e2e_rate = bare_ok / bare_secs, ok / accept_secs, stored / e2e_secs
+    print(f"[end to end, role {role}, {'PostgreSQL' if database_url else 'SQLite'}: {n} replies, {len(actors)} "
+          f"actors on {len(hosts)} hosts, concurrency {concurrency}]")
+    print(f"  bare handler (own process)  : {bare_ok}/{n} accepted, {bare_rate:8.0f} req/s")
+    print(f"  fedibridge serve 202s       : {ok}/{n} accepted in {accept_secs:6.1f} s, {accept_rate:8.0f} req/s "
+          f"({accept_rate / bare_rate:.0%} of bare)")
+    print(f"  end to end (first POST until listed by /api/comments): {stored}/{n} comments in {e2e_secs:6.1f} s, "
+          f"{e2e_rate:8.0f} comments/s ({e2e_rate / bare_rate:.0%} of bare's 202 rate; issue 12 target >= 1,500/s)")
+    print(f"  peak RSS                    : bridge {bridge.peak_rss:.0f} MB, bare {bare.peak_rss:.0f} MB "
+          "(target < 300 MB)")
+    if serve_profile:
+        print(f"  profile of the bridge process: {serve_profile} (python bench/profile_summary.py {serve_profile})")
+    good = ok == n and stored == n and bridge.peak_rss < 300
+    print("  PASS" if good else "  FAIL")
+    return good
+
+
 async def main(n: int, concurrency: int, rounds: int, roles: list[str], database_url: str | None = None,
                profile: str | None = None) -> int:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -252,8 +358,20 @@ if __name__ == "__main__":
                              "worker handles afterwards; both: one after the other")
     parser.add_argument("--database-url", help="an EMPTY database to use (default: a temporary SQLite file)")
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the bridge phase to PATH.<role>")
+    parser.add_argument("--phase", choices=("accept", "e2e", "both"), default="both",
+                        help="accept: the 202 rate against bare (in process); e2e: the end-to-end burst")
+    parser.add_argument("--replies", type=int, default=20_000, help="replies in the end-to-end burst")
+    parser.add_argument("--serve-profile", metavar="PATH", help="run the end-to-end bridge under cProfile")
     args = parser.parse_args()
-    if args.database_url and args.role == "both":
+    if args.database_url and args.role == "both" and args.phase != "e2e":
         parser.error("--role both needs a fresh database per role: use the default SQLite or run twice")
     roles = ["all", "web"] if args.role == "both" else [args.role]
-    sys.exit(asyncio.run(main(args.requests, args.concurrency, args.rounds, roles, args.database_url, args.profile)))
+    code = 0
+    if args.phase in ("accept", "both"):
+        code = asyncio.run(main(args.requests, args.concurrency, args.rounds, roles, args.database_url, args.profile))
+    if args.phase in ("e2e", "both"):
+        e2e_role = "web" if args.role == "web" else "all"
+        good = asyncio.run(end_to_end(args.replies, args.concurrency, e2e_role, args.database_url,
+                                      args.serve_profile))
+        code = code or (0 if good else 1)
+    sys.exit(code)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from yarl import URL
+
 from .errors import FetchError
-from .hosts import same_origin
+from .hosts import normalise_host, same_origin
 from .http_client import GuardedClient, defrag
 from .objects import RemoteActor, parse_actor
 from .store import utcnow
@@ -23,7 +26,13 @@ _T = TypeVar("_T")
 
 
 class Resolver:
-    """Remote actors and keys, cached with a TTL; concurrent misses for one actor share one fetch."""
+    """Remote actors and keys, cached with a TTL; concurrent misses for one actor share one fetch.
+
+    Fetches are concurrent but bounded: at most `per_host` GETs to one host at a time (a burst from a new
+    instance must not look like an attack on it) and `max_concurrent` in all. A fetch holds its slot only
+    for the HTTP request itself, never while awaiting another fetch, so nested key → owner lookups cannot
+    deadlock on their own host's limit.
+    """
 
     def __init__(
         self,
@@ -31,7 +40,12 @@ class Resolver:
         ttl: timedelta = timedelta(hours=24),
         max_entries: int = 10_000,
         clock: Callable[[], datetime] = utcnow,
+        *,
+        per_host: int = 4,
+        max_concurrent: int = 64,
     ) -> None:
+        if per_host < 1 or max_concurrent < 1:
+            raise ValueError("per_host and max_concurrent must be at least 1")
         self.client = client
         self._ttl = ttl
         self._max_entries = max_entries
@@ -39,6 +53,30 @@ class Resolver:
         self._actors: OrderedDict[str, tuple[datetime, RemoteActor]] = OrderedDict()
         self._keys: OrderedDict[str, tuple[datetime, tuple[str, str]]] = OrderedDict()
         self._inflight: dict[tuple[str, str, bool], asyncio.Future[Any]] = {}
+        self._per_host = per_host
+        self._all = asyncio.Semaphore(max_concurrent)
+        # host -> (semaphore, users); dropped when its last user leaves, so it never grows with hosts seen
+        self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[None]:
+        """Hold one of the host's `per_host` fetch slots (and one of the global ones) for one request."""
+        try:
+            parsed = URL(url)
+            host = f"{normalise_host(parsed.host or '')}:{parsed.port}"  # an origin's server: name and port
+        except (ValueError, TypeError):
+            host = ""  # the guarded client refuses such a URL with a clear FetchError
+        sem, users = self._hosts.get(host) or (asyncio.Semaphore(self._per_host), 0)
+        self._hosts[host] = (sem, users + 1)
+        try:
+            async with sem, self._all:
+                yield
+        finally:
+            sem, users = self._hosts[host]
+            if users <= 1:
+                del self._hosts[host]
+            else:
+                self._hosts[host] = (sem, users - 1)
 
     def _get(self, cache: OrderedDict[str, tuple[datetime, _T]], key: str) -> _T | None:
         entry = cache.get(key)
@@ -61,7 +99,8 @@ class Resolver:
         return actor
 
     async def _fetch_actor(self, actor_id: str) -> RemoteActor:
-        doc = await self.client.get_json(actor_id)
+        async with self._slot(actor_id):
+            doc = await self.client.get_json(actor_id)
         try:
             actor = parse_actor(doc)
         except ValueError as exc:
@@ -82,6 +121,8 @@ class Resolver:
         """One fetch per (kind, URL, refresh) at a time: a burst of activities from a new server waits for
         one GET of its actor instead of sending one each."""
         task = self._inflight.get(key)
+        if task is None and not key[2]:
+            task = self._inflight.get((key[0], key[1], True))  # a refresh under way is at least as fresh
         if task is None:
             task = asyncio.ensure_future(fetch())
             self._inflight[key] = task
@@ -107,7 +148,15 @@ class Resolver:
         return await self._shared(("key", key_id, refresh), lambda: self._fetch_key(key_id, refresh))
 
     async def _fetch_key(self, key_id: str, refresh: bool) -> tuple[str, str]:
-        final, doc = await self.client.fetch_json(key_id)  # redirects stay on the key's origin
+        owner_fetch = self._inflight.get(("actor", defrag(key_id), refresh))
+        if owner_fetch is not None:
+            # Mastodon's "<actor>#main-key" while that actor's document is being fetched (a reply whose author
+            # is being prefetched): wait for that GET, which caches the key too, instead of sending a second.
+            await asyncio.gather(asyncio.shield(owner_fetch), return_exceptions=True)
+            if (cached := self._get(self._keys, key_id)) is not None:
+                return cached
+        async with self._slot(key_id):
+            final, doc = await self.client.fetch_json(key_id)  # redirects stay on the key's origin
         doc_id = doc.get("id")
         if not isinstance(doc_id, str) or not same_origin(doc_id, key_id):
             raise FetchError(f"key document for {key_id} has no id on the key's origin")
@@ -131,6 +180,21 @@ class Resolver:
         result = (actor.id, actor.public_key_pem)
         self._put(self._keys, key_id, result)
         return result
+
+    async def prefetch(self, actor_ids: Iterable[str]) -> dict[str, RemoteActor | FetchError]:
+        """Resolve many actors concurrently (a batch of rows from many authors): one GET per actor not
+        freshly cached, within the per-host limits. Each id maps to its actor or to why it failed; a
+        failure never hides the others (the caller decides per row whether to retry)."""
+        ids = list(dict.fromkeys(actor_ids))
+
+        async def one(actor_id: str) -> RemoteActor | FetchError:
+            try:
+                return await self.actor(actor_id)
+            except FetchError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(a) for a in ids))
+        return dict(zip(ids, results, strict=True))
 
     async def fetch_object(self, url: str) -> dict[str, Any]:
         """A remote object (e.g. a reply's parent, for thread completion), from its own origin.

@@ -23,7 +23,7 @@ LAYERS = {
     "signatures": "protocol", "cavage": "protocol", "rfc9421": "protocol", "vocab": "protocol",
     "objects": "protocol", "sanitize": "protocol", "feeds": "protocol", "feed_extensions": "protocol",
     "discovery": "protocol", "site": "protocol", "keys": "protocol", "remote_json": "protocol",
-    "frontmatter": "protocol", "mediatypes": "protocol", "vocab_account": "protocol",
+    "frontmatter": "protocol", "mediatypes": "protocol", "vocab_account": "protocol", "signing": "protocol",
     # infra: storage, the HTTP client and remote-document cache, wake-ups, the leased-row worker, the inbox writer.
     "store": "infra", "tables": "infra", "migrations": "infra", "migrations.env": "infra",
     "migrations.versions.0001_initial_schema": "infra", "migrations.versions.0002_image_length_last_attempt": "infra",
