@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation
 from .comment_views import author_json, find_article
+from .config import Settings
 from .enqueue import enqueue_to_inboxes
 from .errors import FetchError
 from .hosts import same_origin
@@ -26,7 +27,7 @@ from .logsafe import logger
 from .models import Author
 from .objects import RemoteNote, parse_note, ref_id, visibility
 from .store import insert_ignore, utcnow
-from .tables import activities, articles, followers, quotes
+from .tables import activities, articles, comments, followers, quotes
 from .vocab import Site, iso
 from .vocab_account import answer_quote_request, quote_authorization
 
@@ -206,12 +207,26 @@ async def authorization(conn: AsyncConnection, site: Site, key: str) -> dict[str
     return quote_authorization(site, key, row.ap_id, site.article_id(row.slug))
 
 
-async def quote_summary(conn: AsyncConnection, article_id: int, limit: int = 50) -> dict[str, Any]:
-    """`quotes` (how many) and `mentions` (the public ones' text, newest first) for the article's APIs."""
+async def quote_summary(conn: AsyncConnection, article_id: int, settings: Settings | None = None,
+                        limit: int = 50) -> dict[str, Any]:
+    """`quotes` (how many) and `mentions` (the public ones' text, newest first) for the article's APIs.
+
+    With `settings` (the public API and widget), a quote's text shows only as a comment from its author
+    would: from anyone with moderation `open`, from commenters the owner approved before with `known`, never
+    with `hold`; and never from a blocked actor or server. The count always includes every quote.
+    """
     n = int((await conn.execute(select(func.count()).select_from(quotes)
                                 .where(quotes.c.article_id == article_id))).scalar_one())
-    rows = await conn.execute(select(quotes).where(quotes.c.article_id == article_id, quotes.c.visibility.in_(SHOWN))
-                              .order_by(quotes.c.published.desc(), quotes.c.id.desc()).limit(limit))
+    shown = select(quotes).where(quotes.c.article_id == article_id, quotes.c.visibility.in_(SHOWN))
+    if settings is not None and settings.moderation == "hold":
+        return {"quotes": n, "mentions": []}
+    if settings is not None and settings.moderation == "known":
+        approved = select(comments.c.author_id).where(comments.c.status == "approved")
+        shown = shown.where(quotes.c.actor_id.in_(approved))
+    rows = list(await conn.execute(shown.order_by(quotes.c.published.desc(), quotes.c.id.desc()).limit(limit)))
+    if settings is not None and rows:
+        domains, actors = await moderation.block_lists(conn, settings)
+        rows = [r for r in rows if not moderation.blocked_by(r.actor_id, domains, actors)]
     mentions = [{
         "type": "quote", "id": r.ap_id, "url": r.url or r.ap_id, "content_html": r.content_html,
         "language": r.language, "published": iso(r.published),

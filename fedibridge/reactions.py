@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation
 from .comment_views import author_json, comment_from_row, find_article
+from .config import Settings
 from .hosts import same_origin
 from .models import Author
 from .objects import ref_id
@@ -24,8 +25,12 @@ from .tables import comments, reactions
 REACTION_TYPES = {"Like": "like", "EmojiReact": "like", "Announce": "boost"}
 
 
-async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50) -> dict[str, Any]:
-    """Counts of likes and boosts, and who (names known from their comments, else the actor id)."""
+async def reaction_summary(conn: AsyncConnection, article_id: int, settings: Settings | None = None,
+                           who: int = 50) -> dict[str, Any]:
+    """Counts of likes and boosts, and who (names known from their comments, else the actor id).
+
+    `settings` given (public answers): quote texts pass the moderation and blocks rules (quotes.quote_summary).
+    """
     counts: dict[str, int] = dict((await conn.execute(select(reactions.c.type, func.count()).where(
         reactions.c.article_id == article_id).group_by(reactions.c.type))).all())
     rows = (await conn.execute(select(reactions.c.type, reactions.c.actor_id).where(
@@ -44,7 +49,7 @@ async def reaction_summary(conn: AsyncConnection, article_id: int, who: int = 50
 
     # Quotes (FEP-044f) count like boosts; their text shows as "mentions".
     return {"likes": int(counts.get("like", 0)), "boosts": int(counts.get("boost", 0)),
-            "likers": people("like"), "boosters": people("boost"), **await quote_summary(conn, article_id)}
+            "likers": people("like"), "boosters": people("boost"), **await quote_summary(conn, article_id, settings)}
 
 
 async def on_react(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:

@@ -78,6 +78,13 @@ async def article_api(bridge: Bridge, slug: str = "citable") -> dict[str, Any]:
         return doc
 
 
+async def public_reactions(bridge: Bridge) -> dict[str, Any]:
+    async with bridge.http.get(f"{bridge.url}/api/articles/citable/comments") as resp:
+        assert resp.status == 200
+        body: dict[str, Any] = (await resp.json())["reactions"]
+        return body
+
+
 async def test_quote_request_accepted_counted_and_deleted(bridge: Bridge, remote: RemoteInstance) -> None:
     article = await publish(bridge)
     async with bridge.http.get(article, headers=AP) as resp:
@@ -112,9 +119,27 @@ async def test_quote_request_accepted_counted_and_deleted(bridge: Bridge, remote
     (mention,) = body["mentions"]
     assert mention["type"] == "quote" and mention["id"] == note["id"] and QUOTE_TEXT in mention["content_html"]
     assert mention["author"]["handle"] == quinn.handle and mention["author"]["name"] == "Quinn « cite » 📣"
-    async with bridge.http.get(f"{bridge.url}/api/articles/citable/comments") as resp:  # what the widget reads
-        public = await resp.json()
-    assert public["reactions"]["quotes"] == 1 and public["reactions"]["mentions"][0]["id"] == note["id"]
+    # Publicly (what the widget reads) the text shows as a comment would: Quinn is unknown to the blog
+    # (moderation `known`), so only the count shows until the owner has approved a comment of Quinn's.
+    public = await public_reactions(bridge)
+    assert public["quotes"] == 1 and public["mentions"] == []
+    reply = remote.note(quinn, "<p>Merci pour l’article !</p>", in_reply_to=article)
+    await send(bridge, remote, quinn, remote.create(quinn, reply))
+    async with bridge.http.get(f"{bridge.url}/api/comments?status=pending", headers=bridge.admin) as resp:
+        (pending,) = (await resp.json())["comments"]
+    async with bridge.http.post(f"{bridge.url}/api/comments/{pending['id']}/approve", headers=bridge.admin) as resp:
+        assert resp.status == 200
+    public = await public_reactions(bridge)
+    assert public["quotes"] == 1 and [m["id"] for m in public["mentions"]] == [note["id"]]
+    # Blocking Quinn's server hides the text again (the count stays: the quote exists).
+    async with bridge.http.post(f"{bridge.url}/api/blocks", json={"kind": "domain", "value": remote.host},
+                                headers=bridge.admin) as resp:
+        assert resp.status in (200, 201)
+    public = await public_reactions(bridge)
+    assert public["quotes"] == 1 and public["mentions"] == []
+    async with bridge.http.delete(f"{bridge.url}/api/blocks", json={"kind": "domain", "value": remote.host},
+                                  headers=bridge.admin) as resp:
+        assert resp.status == 200
 
     # A repeated request for the same post gets the same stamp, and still one quote.
     again = {**request, "id": request["id"] + "-2"}

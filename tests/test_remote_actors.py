@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fedibridge.errors import FetchError
 from fedibridge.http_client import GuardedClient, Signer
 from fedibridge.remote_actors import Resolver
-from tests.test_resolver import OUR_KEY_ID, UA, ap_response, mastodon_actor, pem_of
+from tests.test_http_client import OUR_KEY_ID, UA, ap_response, mastodon_actor, pem_of
 
 
 @dataclass

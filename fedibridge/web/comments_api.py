@@ -104,7 +104,7 @@ async def _public(request: web.Request, row: Any) -> web.Response:
     settings = services.settings
     async with services.store.connect() as conn:
         tree = await comment_views.public_thread(conn, row.id)
-        reactions = await reaction_summary(conn, row.id)
+        reactions = await reaction_summary(conn, row.id, settings)
     data = {
         "article": {"slug": row.slug, "url": row.url, "id": f"{settings.base}/articles/{row.slug}",
                     "title": row.title},
