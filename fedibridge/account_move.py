@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
-from . import actor_state, doc_cache
+from . import actor_state
 from .enqueue import enqueue_to_followers
 from .errors import BadRequest, FetchError
 from .http_client import GuardedClient
 from .objects import as_list, parse_actor, ref_id
 from .store import Store, utcnow
 from .tables import activities
-from .tables import actor_state as state_table
 from .vocab import Site, iso
 from .vocab_account import move_activity
 
@@ -109,7 +108,6 @@ async def move(store: Store, site: Site, client: GuardedClient, target: str, *,
         pk = result.inserted_primary_key
         assert pk is not None
         queued = await enqueue_to_followers(conn, int(pk[0]), now + timedelta(seconds=delay))
-    await _changed(store)
     return MoveResult(target_id, payload["id"], queued)
 
 
@@ -118,11 +116,4 @@ async def cancel(store: Store) -> str | None:
     async with store.begin() as conn:
         target = await actor_state.moved_to(conn)
         await actor_state.clear(conn, actor_state.MOVED_TO)
-    await _changed(store)
     return target
-
-
-async def _changed(store: Store) -> None:
-    """We run in the CLI: tell the servers' document caches (PostgreSQL; on SQLite their TTL covers it)."""
-    if store.is_postgres:
-        await doc_cache.announce(store.engine, frozenset({state_table.name}))

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import articles, config, feedsource, frontmatter, installation
+from . import articles, config, doc_cache, feedsource, frontmatter, installation
 from .app import make_site
 from .errors import BadRequest, FetchError
 from .http_client import GuardedClient
@@ -40,7 +40,9 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 async def _open(args: argparse.Namespace) -> tuple[config.Settings, Store, Site]:
     settings = installation.load_existing(getattr(args, "config", None), keys=True)  # never a second identity
     keys = load_keypair(settings.keys_path)
-    return settings, await Store.open(settings.database_url), make_site(settings, keys)
+    store = await Store.open(settings.database_url)
+    doc_cache.tell_servers_on_close(store)  # a running server's cached documents show our changes at once
+    return settings, store, make_site(settings, keys)
 
 
 def _describe(site: Site, result: articles.PublishResult) -> str:

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import comment_views, config, installation, moderation
+from . import comment_views, config, doc_cache, installation, moderation
 from . import comments as store_comments
 from .errors import BadRequest, NotFound
 from .models import Comment
@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace, work: Callable[[Store, config.Settings], Awai
 
     async def main() -> int:
         store = await Store.open(settings.database_url)
+        doc_cache.tell_servers_on_close(store)  # running servers' cached documents follow
         try:
             return await work(store, settings)
         finally:

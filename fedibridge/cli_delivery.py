@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 
-from . import installation
+from . import doc_cache, installation
 from .store import Store, utcnow
 from .tables import deliveries, domains, followers
 
@@ -34,6 +34,7 @@ def add_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
 async def _with_store(args: argparse.Namespace, job: Callable[[Store], Any]) -> Any:
     settings = installation.load_existing(getattr(args, "config", None))  # never creates a database
     store = await Store.open(settings.database_url)
+    doc_cache.tell_servers_on_close(store)  # running servers' cached documents follow
     try:
         return await job(store)
     finally:

@@ -19,17 +19,20 @@ import asyncio
 import base64
 import functools
 import hashlib
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .logsafe import logger
+from .store import Store, sqlite_path
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 CHANNEL = "fedibridge_documents"
@@ -60,6 +63,81 @@ class _Entry:
     born: float
 
 
+def watch_writes(engine: AsyncEngine, written: Callable[[frozenset[str]], None]) -> None:
+    """Call `written(tables)` once a connection that wrote those tables goes back to the pool (after its
+    commit or rollback)."""
+    sync = engine.sync_engine
+
+    def after_execute(conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
+        if not (context.isinsert or context.isupdate or context.isdelete):
+            return
+        table = getattr(getattr(context.compiled, "statement", None), "table", None)
+        # Set for Core insert/update/delete (all our writes); a table we cannot name invalidates everything.
+        name = getattr(table, "name", None) or ALL
+        conn.info.setdefault(_DIRTY, set()).add(name)
+
+    def checkin(_dbapi_conn: Any, record: Any) -> None:
+        dirty = record.info.pop(_DIRTY, None) if record is not None else None
+        if dirty:
+            written(frozenset(dirty))
+
+    event.listen(sync, "after_cursor_execute", after_execute)
+    event.listen(sync.pool, "checkin", checkin)
+
+
+class Beacon:
+    """A file next to the SQLite database that a CLI command replaces after writing (SQLite has no NOTIFY).
+
+    The server stats it before answering from its cache (a microsecond or two) and forgets every cached
+    document when it moved: `fedibridge publish`, `pin`, `move`, `comments approve`… show at once.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + "-documents")
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def moved(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def signal(self) -> None:
+        """Replace the file (a new inode: seen even within one mtime tick)."""
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(f"{os.getpid()} {time.time()}\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:  # best effort: the TTL covers it
+            log.warning("cannot signal changed documents at %s: %s", self.path, exc)
+
+
+def tell_servers_on_close(store: Store) -> None:
+    """For a CLI process: when `store` closes after writes, the running servers' caches forget what changed
+    (PostgreSQL: NOTIFY with the tables; SQLite: the Beacon file)."""
+    dirty: set[str] = set()
+    watch_writes(store.engine, dirty.update)
+
+    async def announce_writes() -> None:
+        if not dirty:
+            return
+        path = sqlite_path(store.database_url)
+        if store.is_postgres:
+            await announce(store.engine, frozenset(dirty))
+        elif path is not None:
+            Beacon(path).signal()
+
+    store.before_close.append(announce_writes)
+
+
 @dataclass
 class DocCache:
     """Generation counters per table, an LRU of documents, and the renderings in flight."""
@@ -72,6 +150,7 @@ class DocCache:
     _entries: OrderedDict[Hashable, _Entry] = field(default_factory=OrderedDict)
     _flight: dict[Hashable, tuple[tuple[int, ...], asyncio.Future[Document]]] = field(default_factory=dict)
     _notify: Callable[[frozenset[str]], None] | None = None
+    beacon: Beacon | None = None  # SQLite: the CLI's changes, from another process
 
     # --- invalidation -----------------------------------------------------------------------
 
@@ -96,30 +175,24 @@ class DocCache:
         """Watch the engine's writes: tables written on a connection are bumped when it is checked in
         (after its commit or rollback). `notify` is told as well (PostgreSQL: the other processes)."""
         self._notify = notify
-        sync = engine.sync_engine
 
-        def after_execute(conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
-            if not (context.isinsert or context.isupdate or context.isdelete):
-                return
-            table = getattr(getattr(context.compiled, "statement", None), "table", None)
-            # Set for Core insert/update/delete (all our writes); a table we cannot name invalidates everything.
-            name = getattr(table, "name", None) or ALL
-            conn.info.setdefault(_DIRTY, set()).add(name)
+        def written(dirty: frozenset[str]) -> None:
+            self.changed(dirty)
+            if self._notify is not None:
+                self._notify(dirty)
 
-        def checkin(_dbapi_conn: Any, record: Any) -> None:
-            dirty = record.info.pop(_DIRTY, None) if record is not None else None
-            if dirty:
-                self.changed(dirty)
-                if self._notify is not None:
-                    self._notify(frozenset(dirty))
+        watch_writes(engine, written)
 
-        event.listen(sync, "after_cursor_execute", after_execute)
-        event.listen(sync.pool, "checkin", checkin)
+    def _beacon_moved(self) -> None:
+        """Another process on this machine (the CLI, SQLite) changed the database: forget everything."""
+        if self.beacon is not None and self.beacon.moved():
+            self.changed_all()
 
     # --- lookup -----------------------------------------------------------------------------
 
     def peek(self, key: Hashable, tables: tuple[str, ...]) -> Document | None:
         """The valid entry for `key`, or None (and the stale one is dropped)."""
+        self._beacon_moved()
         entry = self._entries.get(key)
         if entry is None:
             return None

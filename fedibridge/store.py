@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ class Store:
         self.engine = engine
         self.database_url = database_url
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, database_url: str, *, migrate: bool = True) -> Store:
@@ -167,6 +169,8 @@ class Store:
         return self.engine.connect()
 
     async def close(self) -> None:
+        for hook in self.before_close:  # e.g. telling running servers what this CLI command changed
+            await hook()
         await self.engine.dispose()
 
     async def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from multidict import CIMultiDict
 from sqlalchemy import select
 
 from fedibridge.app import SERVICES
-from fedibridge.doc_cache import DocCache, Document, strong_etag
+from fedibridge.doc_cache import Beacon, DocCache, Document, strong_etag
 from fedibridge.tables import comments
 from fedibridge.web.documents import DOCS
 
@@ -243,3 +244,23 @@ async def test_follower_and_comment_changes_show(make_bridge: BridgeFactory) -> 
 async def _has(bridge: Bridge, path: str, needle: bytes) -> bool:
     status, _, body = await get(bridge, path)
     return status == 200 and needle in body
+
+
+async def test_beacon_tells_another_process_change_once(tmp_path: Path) -> None:
+    """SQLite has no NOTIFY: a CLI command replaces the beacon file; the server sees it move exactly once."""
+    database = tmp_path / "fedibridge.db"
+    server, cli = Beacon(database), Beacon(database)
+    cache = DocCache(ttl=3600, beacon=server)
+
+    async def render() -> Document:
+        body = f"v{cache.renders}".encode()
+        return Document(200, body, {}, strong_etag(body), datetime.now(UTC))
+
+    assert (await cache.get("doc", (), render)).body == b"v1"
+    assert (await cache.get("doc", (), render)).body == b"v1"  # cached
+    cli.signal()
+    assert (await cache.get("doc", (), render)).body == b"v2"  # forgotten: rendered anew
+    assert (await cache.get("doc", (), render)).body == b"v2"  # the move is seen once
+    cli.signal()
+    cli.signal()  # two quick changes within one clock tick: each is a new file
+    assert server.moved() and not server.moved()

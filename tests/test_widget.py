@@ -303,7 +303,8 @@ async def test_widget_shows_quotes_and_their_text(make_bridge: BridgeFactory) ->
     from .test_quotes import quote_note, quote_request
 
     blog = BlogServer(free_port())
-    b = await make_bridge(blog_url=blog.origin)
+    # moderation open: a quote's text shows publicly as its author's comment would (quotes.quote_summary)
+    b = await make_bridge(blog_url=blog.origin, moderation="open")
     await blog.start()
     try:
         article_url = f"{blog.origin}/2026/12/cite/"

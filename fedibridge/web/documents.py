@@ -17,7 +17,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ..config import Settings
-from ..doc_cache import DocCache, Document, announce, strong_etag
+from ..doc_cache import Beacon, DocCache, Document, announce, strong_etag
+from ..store import sqlite_path
 from ..wakeup import listen_documents
 from .common import SERVICES, wants_activity_json
 
@@ -31,7 +32,8 @@ _DROP = frozenset({"content-length", "date", "server", "etag", "last-modified", 
 
 def setup(app: web.Application, settings: Settings) -> None:
     """One cache per app; it watches the app's database engine once storage is open."""
-    app[DOCS] = DocCache(ttl=float(settings.document_cache_seconds))
+    database = sqlite_path(settings.database_url)
+    app[DOCS] = DocCache(ttl=float(settings.document_cache_seconds), beacon=Beacon(database) if database else None)
     app.cleanup_ctx.append(_watch)
 
 

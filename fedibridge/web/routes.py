@@ -34,7 +34,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     r.add_get(actor + "/outbox", cached(discovery.outbox, ("activities",)))
     r.add_get(actor + "/followers", cached(discovery.followers_collection, ("followers",)))
     r.add_get(actor + "/following", discovery.empty_collection)
-    r.add_get(actor + "/collections/featured", account.featured)  # uncached: `fedibridge pin` is another process
+    r.add_get(actor + "/collections/featured", cached(account.featured, ("articles",)))  # pinned articles
     r.add_get(prefix + "/healthz", ops.healthz)
     if settings.metrics_bind:
         app.cleanup_ctx.append(ops.metrics_listener)  # /metrics lives there, not on the public port
