@@ -137,7 +137,7 @@ def not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
             return False
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        return modified <= since
+        return modified.replace(microsecond=0) <= since  # HTTP dates have whole seconds
     return False
 
 

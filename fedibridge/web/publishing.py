@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import format_datetime, parsedate_to_datetime
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,7 @@ from .common import (
     require_admin,
     wants_activity_json,
 )
-from .documents import activity_variant, cached
+from .documents import activity_variant, cached, not_modified
 
 FEED_TYPES = {"rss": "application/rss+xml", "atom": "application/atom+xml"}
 # What POST /api/articles takes (DESIGN §3), and what GET /api/articles/{slug} adds that a script may send
@@ -205,24 +205,6 @@ def feed_site(request: web.Request) -> FeedSite:
                     language=s.language or None, author_name=s.name)
 
 
-def _not_modified(request: web.Request, etag: str, modified: datetime) -> bool:
-    """RFC 9110: If-None-Match wins; If-Modified-Since is only looked at without it."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return "*" in tags or etag in tags
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            since = parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        return modified.replace(microsecond=0) <= since
-    return False
-
-
 async def _feed(request: web.Request, kind: str) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
@@ -234,7 +216,7 @@ async def _feed(request: web.Request, kind: str) -> web.Response:
     modified = last_modified([*live, *([gone] if gone else [])])
     headers = {"ETag": etag, "Last-Modified": format_datetime(modified, usegmt=True),
                "Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
-    if _not_modified(request, etag, modified):
+    if not_modified(request, etag, modified):
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers={**headers, "Content-Type": f"{FEED_TYPES[kind]}; charset=utf-8"})
 
