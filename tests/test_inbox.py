@@ -244,7 +244,11 @@ async def test_stored_before_202_survives_restart(make_bridge: BridgeFactory, re
     # Same database, same public URL, now with the worker: the stored Follow is handled.
     later = await make_bridge(role="all", base_url=web_only.settings.base_url)
     await wait_for(lambda: is_follower(later, alice))
-    assert (await rows(later, inbox_items))[0].state == "done"
+
+    async def finished() -> bool:  # rows are finished together once their batch is handled
+        return bool((await rows(later, inbox_items))[0].state == "done")
+
+    await wait_for(finished)
 
 
 async def test_actor_delete_removes_follower(bridge: Bridge, remote: RemoteInstance) -> None:
