@@ -11,6 +11,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from . import inbox_batch
 from .dispatch import HANDLERS, dispatch
 from .health import is_storage_outage
 from .logsafe import logger
@@ -42,7 +43,7 @@ def backoff(attempts: int) -> float:
 # The attempt is counted when a row is claimed: an activity that takes the process down with it is not
 # retried forever. Other processes (role web) only reach us through the database: poll each second.
 QUEUE = Queue(inbox_items, order=("id",), count_on_claim=True)
-POLICY = Policy(lease=timedelta(minutes=5), batch=20, max_attempts=5, retry=backoff, poll=1.0)
+POLICY = Policy(lease=timedelta(minutes=5), batch=300, max_attempts=5, retry=backoff, poll=1.0)
 
 
 async def run(services: Services) -> None:
@@ -99,33 +100,63 @@ def handler(services: Services) -> BatchHandler:
     async def handle(rows: list[Any]) -> list[Finish]:
         slots = asyncio.Semaphore(CONCURRENCY)
         outcomes: list[Finish] = []
+        groups = related(rows)
+        done, rest = await _batched(services, [g[0] for g in groups if len(g) == 1])
+        for row in rows:
+            if row.id in done:
+                services.metrics.inc(METRIC, type=bounded(row.type, HANDLERS), outcome=done[row.id])
+                outcomes.append(Finish(row.id, {"state": "done", "error": None if done[row.id] != "ignored"
+                                                else "ignored"}))
+        groups = [g for g in groups if len(g) > 1] + [[row] for row in rest]
 
         async def in_order(mine: list[Any]) -> None:
             async with slots:
                 for row in mine:
                     outcomes.append(await _handle(services, row))
 
-        await asyncio.gather(*(in_order(mine) for mine in related(rows)))
+        await asyncio.gather(*(in_order(mine) for mine in groups))
         return outcomes
 
     return handle
 
 
-def _keys(row: Any) -> list[str]:
-    """What an activity touches: its sender, its object, and what that object replies to."""
-    obj = row.payload.get("object") if isinstance(row.payload, dict) else None
-    keys = [row.actor, ref_id(obj)]
-    if isinstance(obj, dict):
-        keys.append(ref_id(obj.get("inReplyTo")))
-    return [k for k in keys if k]
+INDEPENDENT = frozenset({"Create", "Update", "Follow", "Like", "EmojiReact", "Announce"})  # see _links
+
+
+def _links(row: Any) -> tuple[set[str], set[str], bool]:
+    """(ids the row defines, ids it refers to, whether it follows all its sender's rows) for `related`.
+
+    A Create/Update defines its note, a Follow its sender's follow; a reply refers to its parent, an
+    Undo/Delete/Update to what it names. An actor's own Update/Delete, an Undo naming no id, and every
+    other type are ordered after (and before) all rows of their sender, as before.
+    """
+    activity = row.payload if isinstance(row.payload, dict) else {}
+    kind, actor = activity.get("type"), row.actor
+    obj = activity.get("object")
+    defines, refers = {ref_id(activity.get("id"))}, set()
+    target = ref_id(obj)
+    if kind in ("Create", "Update") and target != actor:
+        defines.add(target)
+        if isinstance(obj, dict):
+            refers.add(ref_id(obj.get("inReplyTo")))
+    elif kind == "Follow":
+        defines.add("follow\n" + actor)
+    elif kind in ("Undo", "Delete"):
+        refers.update((target, "follow\n" + actor))
+    if kind in INDEPENDENT or kind in ("Undo", "Delete"):
+        whole = not target or target == actor and kind in ("Update", "Delete")
+    else:
+        whole = True
+    return {k for k in defines if k}, {k for k in refers if k}, whole
 
 
 def related(rows: list[Any]) -> list[list[Any]]:
-    """Rows grouped by shared sender, object or thread link, each group in arrival order.
+    """Rows that must keep their arrival order grouped together, each group in arrival order.
 
-    One sender's Create comes before its Update and Delete, a Follow before its Undo, and a reply after
-    its parent's Create even from another server (handled first, the reply would fetch a parent that may
-    not be fetchable). Groups share nothing, so they may run in any order.
+    Ordered: a reply after its parent's Create when both are in the batch (even from another server: handled
+    first, the reply would fetch a parent that may not be fetchable), an Undo/Update/Delete after the
+    Create/Follow/Like it names, an actor's own Update/Delete after its earlier rows. Replies to the same
+    article, or Follows of the blog, are not related: groups share nothing and may run in any order.
     """
     root = list(range(len(rows)))
 
@@ -135,15 +166,42 @@ def related(rows: list[Any]) -> list[list[Any]]:
             i = root[i]
         return i
 
-    first: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        for key in _keys(row):
-            a, b = find(i), find(first.setdefault(key, i))
-            root[max(a, b)] = min(a, b)
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        root[max(a, b)] = min(a, b)
+
+    links = [_links(row) for row in rows]
+    owner: dict[str, int] = {}
+    by_actor: dict[str, list[int]] = {}
+    for i, (defines, _, _) in enumerate(links):
+        by_actor.setdefault(rows[i].actor, []).append(i)
+        for key in defines:
+            union(i, owner.setdefault(key, i))
+    for i, (_, refers, whole) in enumerate(links):
+        for key in refers:
+            if key in owner:
+                union(i, owner[key])
+        if whole:
+            for j in by_actor[rows[i].actor]:
+                union(i, j)
     groups: dict[int, list[Any]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(find(i), []).append(row)
     return list(groups.values())
+
+
+async def _batched(services: Services, rows: list[Any]) -> tuple[dict[int, str], list[Any]]:
+    """The batched path (inbox_batch) for unrelated rows; should it fail, every row goes per row instead."""
+    try:
+        return await inbox_batch.handle(services, rows)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if is_storage_outage(exc, network=False):
+            raise  # our database: the batch is released and retried
+        log.warning("batched handling of %d inbox items failed, handling them one by one: %s: %s",
+                    len(rows), type(exc).__name__, exc)
+        return {}, rows
 
 
 async def _handle(services: Services, row: Any) -> Finish:
