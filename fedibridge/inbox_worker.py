@@ -20,7 +20,7 @@ from .objects import ref_id
 from .services import Services, Wakeups
 from .store import utcnow
 from .tables import inbox_items
-from .worker import BatchHandler, Finish, Policy, Queue, Worker, listening, run_loop
+from .worker import BatchHandler, Finish, Policy, Queue, Worker, listening, reap_dead_local_workers, run_loop
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
@@ -42,7 +42,9 @@ def backoff(attempts: int) -> float:
 
 # The attempt is counted when a row is claimed: an activity that takes the process down with it is not
 # retried forever. Other processes (role web) only reach us through the database: poll each second.
-QUEUE = Queue(inbox_items, order=("id",), count_on_claim=True)
+# Rows record their owner: a batch leased by a process killed on this machine is taken over at once.
+QUEUE = Queue(inbox_items, order=("id",), count_on_claim=True, owned=True)
+REAP_EVERY = 30.0  # seconds between looks for rows leased by dead local workers
 POLICY = Policy(lease=timedelta(minutes=5), batch=300, max_attempts=5, retry=backoff, poll=1.0)
 
 
@@ -51,12 +53,17 @@ async def run(services: Services) -> None:
     wake = services.wake.inbox  # set by this process's inbox (role all) and by NOTIFY
     worker = Worker(services.store, QUEUE, POLICY, handler(services), services.worker_id)
     pulse = services.wake if services.role == "all" else None
+    reaped = [-REAP_EVERY]
     await listening(services.store, services.health, wake, "inbox-listen",
-                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse), worker.stop))
+                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse, reaped), worker.stop))
 
 
-async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None) -> None:
+async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None, reaped: list[float]) -> None:
     """One batch, yielding to this process's own inbox while it accepts (role all); or a wait for work."""
+    now = asyncio.get_running_loop().time()
+    if now - reaped[0] >= REAP_EVERY:
+        await reap_dead_local_workers(worker.store, worker.queue, worker.owner)
+        reaped[0] = now
     if pulse is not None:
         await _until_quiet(pulse)
     wake.clear()
