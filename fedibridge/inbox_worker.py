@@ -8,6 +8,7 @@ idempotent: a crash after a handler ran but before the row was marked done runs 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -53,19 +54,27 @@ async def run(services: Services) -> None:
     wake = services.wake.inbox  # set by this process's inbox (role all) and by NOTIFY
     worker = Worker(services.store, QUEUE, POLICY, handler(services), services.worker_id)
     pulse = services.wake if services.role == "all" else None
-    reaped = [-REAP_EVERY]
+    pace = _Pace()
     await listening(services.store, services.health, wake, "inbox-listen",
-                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse, reaped), worker.stop))
+                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse, pace), worker.stop))
 
 
-async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None, reaped: list[float]) -> None:
+@dataclass
+class _Pace:
+    """Between steps: when dead workers were last looked for, and the accept count after the last batch."""
+
+    reaped_at: float = -REAP_EVERY
+    accepted: int = -1
+
+
+async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None, pace: _Pace) -> None:
     """One batch, yielding to this process's own inbox while it accepts (role all); or a wait for work."""
     now = asyncio.get_running_loop().time()
-    if now - reaped[0] >= REAP_EVERY:
+    if now - pace.reaped_at >= REAP_EVERY:
         await reap_dead_local_workers(worker.store, worker.queue, worker.owner)
-        reaped[0] = now
-    if pulse is not None:
-        await _until_quiet(pulse)
+        pace.reaped_at = now
+    if pulse is not None and pulse.accepted != pace.accepted:
+        await _until_quiet(pulse)  # nothing accepted since the last batch: no burst to yield to
     wake.clear()
     seen = pulse.accepted if pulse else 0
     started = asyncio.get_running_loop().time()
@@ -74,6 +83,7 @@ async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None, reap
     elif pulse is not None and pulse.accepted != seen:
         spent = asyncio.get_running_loop().time() - started
         await asyncio.sleep(pause(spent))  # one batch per pause: never starves
+    pace.accepted = pulse.accepted if pulse else 0
 
 
 def pause(spent: float) -> float:
