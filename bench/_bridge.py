@@ -79,6 +79,8 @@ class Bridge:
             "FEDIBRIDGE_ADMIN_TOKEN": TOKEN, "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "true",
             "FEDIBRIDGE_BLOG_URL": "http://blog.test/", "FEDIBRIDGE_MODERATION": "open",
             "FEDIBRIDGE_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT),
+            # A throughput burst (400 replies per actor) is what the inbox rate limits exist to refuse: off.
+            "FEDIBRIDGE_INBOX_HOST_BURST": "0", "FEDIBRIDGE_INBOX_ACTOR_BURST": "0",
         })
         env.update(self.extra_env)
         return env

@@ -12,7 +12,7 @@ the per-round ratios (bridge chunk rate / mean of the bare chunks around it).
 
     .venv/bin/python bench/inbox.py [--requests 5000] [--rounds 5] [--concurrency 32] [--role all|web|both]
                                     [--database-url postgresql://…/empty_db] [--profile PATH]
-                                    [--phase accept|e2e|both] [--replies 20000] [--serve-profile PATH]
+                                    [--phase accept|e2e|both] [--replies 20000] [--serve-profile PATH] [--workers N]
 
 End to end (--phase e2e, part of the default): a burst of --replies signed replies from 50 actors on 5
 loopback hosts (127.3.0.1-5) to a real `fedibridge serve` subprocess (role `all` unless --role web, SQLite
@@ -269,8 +269,8 @@ async def instances(keys: list[rsa.RSAPrivateKey], hosts: list[str], per_host: i
     return runner, actors
 
 
-async def end_to_end(n: int, concurrency: int, role: str, database_url: str | None, serve_profile: str | None
-                     ) -> bool:
+async def end_to_end(n: int, concurrency: int, role: str, database_url: str | None, serve_profile: str | None,
+                     workers: int = 1) -> bool:
     """A burst of n replies from 50 actors on 5 hosts to a `fedibridge serve` subprocess, until all are comments."""
     raise_nofile()
     hosts, per_host = loopback_hosts(5, second=3), 10
@@ -300,19 +300,21 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
 
             poller = asyncio.create_task(poll())
             ok, accept_secs = await load(inbox_url, reqs, concurrency)
-            worker: asyncio.subprocess.Process | None = None
-            if role == "web":  # handling starts only now, in a worker process of its own
-                worker = await asyncio.create_subprocess_exec(
+            spawned: list[asyncio.subprocess.Process] = []
+            handling_from = time.perf_counter()
+            if role == "web":  # handling starts only now, in worker processes of their own
+                spawned = [await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fedibridge", "serve", "--role", "worker", cwd=bridge.dir,
-                    env=bridge.env(), stdout=asyncio.subprocess.DEVNULL)
+                    env=bridge.env(), stdout=asyncio.subprocess.DEVNULL) for _ in range(workers)]
             try:
                 await asyncio.wait_for(done.wait(), timeout=max(300.0, n / 20))
             except TimeoutError:
                 poller.cancel()
             finally:
-                if worker is not None:
+                for worker in spawned:
                     worker.terminate()
                     await worker.wait()
+            handling_secs = time.perf_counter() - handling_from
             e2e_secs = time.perf_counter() - started
             stored = seen[0]
     finally:
@@ -325,6 +327,9 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
           f"({accept_rate / bare_rate:.0%} of bare)")
     print(f"  end to end (first POST until listed by /api/comments): {stored}/{n} comments in {e2e_secs:6.1f} s, "
           f"{e2e_rate:8.0f} comments/s ({e2e_rate / bare_rate:.0%} of bare's 202 rate; issue 12 target >= 1,500/s)")
+    if role == "web":
+        print(f"  handling by {workers} --role worker process(es) after the burst: {stored} in {handling_secs:6.1f} s, "
+              f"{stored / handling_secs:8.0f} comments/s (includes worker start-up)")
     print(f"  peak RSS                    : bridge {bridge.peak_rss:.0f} MB, bare {bare.peak_rss:.0f} MB "
           "(target < 300 MB)")
     if serve_profile:
@@ -362,6 +367,8 @@ if __name__ == "__main__":
                         help="accept: the 202 rate against bare (in process); e2e: the end-to-end burst")
     parser.add_argument("--replies", type=int, default=20_000, help="replies in the end-to-end burst")
     parser.add_argument("--serve-profile", metavar="PATH", help="run the end-to-end bridge under cProfile")
+    parser.add_argument("--workers", type=int, default=1, help="e2e with --role web: worker processes started "
+                        "after the burst (compare 1 and 2 on PostgreSQL)")
     args = parser.parse_args()
     if args.database_url and args.role == "both" and args.phase != "e2e":
         parser.error("--role both needs a fresh database per role: use the default SQLite or run twice")
@@ -372,6 +379,6 @@ if __name__ == "__main__":
     if args.phase in ("e2e", "both"):
         e2e_role = "web" if args.role == "web" else "all"
         good = asyncio.run(end_to_end(args.replies, args.concurrency, e2e_role, args.database_url,
-                                      args.serve_profile))
+                                      args.serve_profile, args.workers))
         code = code or (0 if good else 1)
     sys.exit(code)

@@ -24,7 +24,7 @@ from .errors import FetchError
 from .hosts import authority_of, same_origin
 from .logsafe import logger
 from .models import Author, Comment
-from .objects import ACTOR_TYPES, RemoteNote, as_list, parse_note, ref_id, visibility
+from .objects import ACTOR_TYPES, RemoteActor, RemoteNote, as_list, parse_note, ref_id, visibility
 from .reactions import on_react, on_undo
 from .services import Handler, Services
 from .store import insert_ignore, utcnow
@@ -48,7 +48,9 @@ async def _row_by_ap_id(conn: AsyncConnection, ap_id: str) -> Any:
 # -- changes made by the blog owner ----------------------------------------------------------------
 
 
-async def _event(conn: AsyncConnection, settings: Settings, event: webhook.Event, c: Comment, now: datetime) -> None:
+async def emit_event(conn: AsyncConnection, settings: Settings, event: webhook.Event, c: Comment,
+                     now: datetime) -> None:
+    """Queue the blog's webhook event for `c` (in the caller's transaction)."""
     url = (await conn.execute(select(articles.c.url).where(articles.c.slug == c.article))).scalar_one_or_none()
     await webhook.emit(conn, settings, event, c, comment_json(c, admin=True, nested=False), url or "", now)
 
@@ -61,7 +63,7 @@ async def set_status(conn: AsyncConnection, settings: Settings, comment_id: int,
         return c
     await conn.execute(comments.update().where(comments.c.id == comment_id).values(status=status))
     c = replace(c, status=status)
-    await _event(conn, settings, "comment.approved" if status == "approved" else "comment.rejected", c,
+    await emit_event(conn, settings, "comment.approved" if status == "approved" else "comment.rejected", c,
                  now or utcnow())
     return c
 
@@ -77,7 +79,7 @@ async def erase(conn: AsyncConnection, settings: Settings, c: Comment, now: date
     await conn.execute(comments.update().where(comments.c.id == c.id).values(updated=now, **_ERASED))
     gone = replace(c, content_html="", summary=None, sensitive=False, attachments=(), mentions=(), hashtags=(),
                    deleted=True, updated=now)
-    await _event(conn, settings, "comment.deleted", gone, now)
+    await emit_event(conn, settings, "comment.deleted", gone, now)
     return gone
 
 
@@ -128,6 +130,14 @@ async def _trusted_note(services: Services, obj: Any, actor_id: str) -> RemoteNo
             raise
     if not isinstance(obj, dict):
         raise Refused("no object")
+    return check_note(obj, actor_id)
+
+
+def check_note(obj: dict[str, Any], actor_id: str) -> RemoteNote | None:
+    """An embedded note, only if the sender is its author and it lives on the sender's origin (no I/O).
+
+    None when the object is not note-like (not our business); Refused when it is someone else's.
+    """
     try:
         note = parse_note(obj)
     except ValueError as exc:
@@ -193,10 +203,18 @@ async def _locate_parent(services: Services, ref: str | None, depth: int = 0) ->
 async def _author(services: Services, actor_id: str) -> Author:
     """Name, handle and avatar from the actor document; the id alone if it cannot be fetched."""
     try:
-        return (await services.resolver.actor(actor_id)).to_author()
+        fetched: RemoteActor | FetchError = await services.resolver.actor(actor_id)
     except FetchError as exc:
-        log.info("keeping comment of %s without profile: %s", actor_id, exc)
+        fetched = exc
+    return author_of(actor_id, fetched)
+
+
+def author_of(actor_id: str, fetched: RemoteActor | FetchError) -> Author:
+    """The author from a resolved actor; the id alone when its document could not be fetched."""
+    if isinstance(fetched, FetchError):
+        log.info("keeping comment of %s without profile: %s", actor_id, fetched)
         return Author(id=actor_id, url=actor_id)
+    return fetched.to_author()
 
 
 def _values(note: RemoteNote) -> dict[str, Any]:
@@ -208,6 +226,17 @@ def _values(note: RemoteNote) -> dict[str, Any]:
         "mentions": list(note.mentions), "hashtags": list(note.hashtags),
         "visibility": visibility({"to": list(note.to), "cc": list(note.cc)}),
     }
+
+
+def comment_row(note: RemoteNote, article_id: int, parent_id: int | None, author: Author, status: str,
+                now: datetime) -> dict[str, Any]:
+    """The columns of a new comment (shared by the per-row and the batched inbox paths)."""
+    return dict(
+        article_id=article_id, ap_id=note.id, in_reply_to=note.in_reply_to or "", parent_id=parent_id,
+        author_id=author.id, author_name=author.name, author_handle=author.handle, author_url=author.url,
+        author_avatar=author.avatar, author_emojis=[list(e) for e in author.emojis],
+        published=note.published or now, updated=note.updated, status=status, deleted=False, edited=False,
+        created_at=now, **_values(note))
 
 
 async def _store_note(services: Services, note: RemoteNote, target: _Target) -> Comment | None:
@@ -232,14 +261,10 @@ async def _store_note(services: Services, note: RemoteNote, target: _Target) -> 
     async with store.begin() as conn:
         status = await moderation.initial_status(conn, settings, note.attributed_to, verdict)
         result = await conn.execute(insert_ignore(conn, comments).values(
-            article_id=target.article_id, ap_id=note.id, in_reply_to=note.in_reply_to or "",
-            parent_id=target.parent_id, author_id=author.id, author_name=author.name,
-            author_handle=author.handle, author_url=author.url, author_avatar=author.avatar,
-            author_emojis=[list(e) for e in author.emojis], published=published,
-            updated=note.updated, status=status, deleted=False, edited=False, created_at=now, **values))
+            **comment_row(note, target.article_id, target.parent_id, author, status, now)))
         c = comment_from_row(await _row_by_ap_id(conn, note.id))
         if result.rowcount:
-            await _event(conn, settings, "comment.created", c, now)
+            await emit_event(conn, settings, "comment.created", c, now)
             services.metrics.inc(METRIC, status=status, visibility=c.visibility)
     return c
 
@@ -296,7 +321,7 @@ async def on_update(services: Services, activity: dict[str, Any], actor_id: str)
             edited=True, updated=note.updated or now, status=status, **values))
         c = await get_comment(conn, row.id)
         assert c is not None
-        await _event(conn, services.settings, "comment.edited", c, now)
+        await emit_event(conn, services.settings, "comment.edited", c, now)
     return "comment_edited"
 
 

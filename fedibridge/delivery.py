@@ -220,10 +220,12 @@ class Worker:
             post = self.client.post(row.inbox, body, content_type="application/json", headers=headers, signed=False)
         else:
             payload = self.payloads.get(row.activity_id) if row.activity_id else None
-            if payload is None:
+            if payload is None and row.activity_id:
                 async with self.store.connect() as conn:
-                    await self._load_payloads(conn, {row.activity_id} if row.activity_id else set())
-                payload = self.payloads.get(row.activity_id) if row.activity_id else None
+                    # Read it back before any other await: the bounded cache may drop it while this
+                    # connection closes (many Accepts in flight, each its own activity).
+                    await self._load_payloads(conn, {row.activity_id})
+                    payload = self.payloads.get(row.activity_id)
             if payload is None:
                 return Outcome(row, "failed", None, "activity no longer exists", "failed")
             post = self.client.post(row.inbox, payload)

@@ -27,13 +27,26 @@ async def follower_inboxes(conn: AsyncConnection) -> list[str]:
     return sorted({r.shared_inbox or r.inbox for r in rows})
 
 
-async def enqueue_to_inboxes(conn: AsyncConnection, activity_id: int, inboxes: Iterable[str], now: datetime) -> int:
-    rows = [
+def delivery_rows(activity_id: int, inboxes: Iterable[str], now: datetime) -> list[dict[str, object]]:
+    """The delivery rows of one activity, one per distinct inbox (batched callers insert many at once)."""
+    return [
         {"activity_id": activity_id, "kind": "ap", "inbox": inbox, "host": netloc_of(inbox), "state": "pending",
          "attempts": 0, "next_attempt_at": now, "created_at": now}
         for inbox in dict.fromkeys(inboxes)
         if inbox
     ]
+
+
+async def enqueue_rows(conn: AsyncConnection, rows: list[dict[str, object]]) -> int:
+    """Insert delivery rows (idempotent) in one statement and wake the delivery workers at commit."""
+    if rows:
+        await conn.execute(insert_ignore(conn, deliveries), rows)
+        await announce(conn)
+    return len(rows)
+
+
+async def enqueue_to_inboxes(conn: AsyncConnection, activity_id: int, inboxes: Iterable[str], now: datetime) -> int:
+    rows = delivery_rows(activity_id, inboxes, now)
     if rows:
         await conn.execute(insert_ignore(conn, deliveries), rows)
         await announce(conn)  # PostgreSQL: workers in other processes wake at commit, not at their next poll

@@ -27,7 +27,7 @@ from .objects import ACTOR_TYPES, RemoteActor, as_list, ref_id
 from .services import Handler, Services
 from .store import Store, count, insert_ignore, keyset_after, utcnow
 from .tables import activities, followers
-from .vocab import accept_follow
+from .vocab import Site, accept_follow
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
@@ -44,11 +44,7 @@ async def on_follow(services: Services, activity: dict[str, Any], actor_id: str)
         return "follow_refused"
     follow_id = ref_id(activity.get("id"))
     now = utcnow()
-    follow = {**activity, "actor": actor_id}
-    # One Accept per Follow: the key derives from the Follow, so a re-run after a crash queues nothing new.
-    seed = follow_id or json.dumps(activity, sort_keys=True, ensure_ascii=False)
-    key = "accept-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
-    accept = accept_follow(site, follow, key)
+    key, accept = accept_for(site, activity, actor_id)
     async with services.store.begin() as conn:
         existed = await _upsert(conn, actor_id, actor.handle, inbox, shared, follow_id, now)
         await conn.execute(insert_ignore(conn, activities).values(
@@ -57,6 +53,15 @@ async def on_follow(services: Services, activity: dict[str, Any], actor_id: str)
         await enqueue_to_inboxes(conn, row_id, [inbox], now)
     log.info("%s follower %s", "re-accepted" if existed else "new", actor_id)
     return "reaccepted" if existed else "followed"
+
+
+def accept_for(site: Site, activity: dict[str, Any], actor_id: str) -> tuple[str, dict[str, Any]]:
+    """(key, Accept) of a Follow. One Accept per Follow: the key derives from the Follow, so a re-run after
+    a crash (or the batched path after the per-row one) queues nothing new."""
+    follow_id = ref_id(activity.get("id"))
+    seed = follow_id or json.dumps(activity, sort_keys=True, ensure_ascii=False)
+    key = "accept-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+    return key, accept_follow(site, {**activity, "actor": actor_id}, key)
 
 
 def own_inboxes(actor: RemoteActor) -> tuple[str | None, str | None]:

@@ -8,9 +8,11 @@ idempotent: a crash after a handler ran but before the row was marked done runs 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from . import inbox_batch
 from .dispatch import HANDLERS, dispatch
 from .health import is_storage_outage
 from .logsafe import logger
@@ -19,7 +21,7 @@ from .objects import ref_id
 from .services import Services, Wakeups
 from .store import utcnow
 from .tables import inbox_items
-from .worker import BatchHandler, Finish, Policy, Queue, Worker, listening, run_loop
+from .worker import BatchHandler, Finish, Policy, Queue, Worker, listening, reap_dead_local_workers, run_loop
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
@@ -41,8 +43,10 @@ def backoff(attempts: int) -> float:
 
 # The attempt is counted when a row is claimed: an activity that takes the process down with it is not
 # retried forever. Other processes (role web) only reach us through the database: poll each second.
-QUEUE = Queue(inbox_items, order=("id",), count_on_claim=True)
-POLICY = Policy(lease=timedelta(minutes=5), batch=20, max_attempts=5, retry=backoff, poll=1.0)
+# Rows record their owner: a batch leased by a process killed on this machine is taken over at once.
+QUEUE = Queue(inbox_items, order=("id",), count_on_claim=True, owned=True)
+REAP_EVERY = 30.0  # seconds between looks for rows leased by dead local workers
+POLICY = Policy(lease=timedelta(minutes=5), batch=300, max_attempts=5, retry=backoff, poll=1.0)
 
 
 async def run(services: Services) -> None:
@@ -50,14 +54,27 @@ async def run(services: Services) -> None:
     wake = services.wake.inbox  # set by this process's inbox (role all) and by NOTIFY
     worker = Worker(services.store, QUEUE, POLICY, handler(services), services.worker_id)
     pulse = services.wake if services.role == "all" else None
+    pace = _Pace()
     await listening(services.store, services.health, wake, "inbox-listen",
-                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse), worker.stop))
+                    lambda: run_loop(TASK, services.health, lambda: _step(worker, wake, pulse, pace), worker.stop))
 
 
-async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None) -> None:
+@dataclass
+class _Pace:
+    """Between steps: when dead workers were last looked for, and the accept count after the last batch."""
+
+    reaped_at: float = -REAP_EVERY
+    accepted: int = -1
+
+
+async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None, pace: _Pace) -> None:
     """One batch, yielding to this process's own inbox while it accepts (role all); or a wait for work."""
-    if pulse is not None:
-        await _until_quiet(pulse)
+    now = asyncio.get_running_loop().time()
+    if now - pace.reaped_at >= REAP_EVERY:
+        await reap_dead_local_workers(worker.store, worker.queue, worker.owner)
+        pace.reaped_at = now
+    if pulse is not None and pulse.accepted != pace.accepted:
+        await _until_quiet(pulse)  # nothing accepted since the last batch: no burst to yield to
     wake.clear()
     seen = pulse.accepted if pulse else 0
     started = asyncio.get_running_loop().time()
@@ -66,6 +83,7 @@ async def _step(worker: Worker, wake: asyncio.Event, pulse: Wakeups | None) -> N
     elif pulse is not None and pulse.accepted != seen:
         spent = asyncio.get_running_loop().time() - started
         await asyncio.sleep(pause(spent))  # one batch per pause: never starves
+    pace.accepted = pulse.accepted if pulse else 0
 
 
 def pause(spent: float) -> float:
@@ -99,33 +117,63 @@ def handler(services: Services) -> BatchHandler:
     async def handle(rows: list[Any]) -> list[Finish]:
         slots = asyncio.Semaphore(CONCURRENCY)
         outcomes: list[Finish] = []
+        groups = related(rows)
+        done, rest = await _batched(services, [g[0] for g in groups if len(g) == 1])
+        for row in rows:
+            if row.id in done:
+                services.metrics.inc(METRIC, type=bounded(row.type, HANDLERS), outcome=done[row.id])
+                outcomes.append(Finish(row.id, {"state": "done", "error": None if done[row.id] != "ignored"
+                                                else "ignored"}))
+        groups = [g for g in groups if len(g) > 1] + [[row] for row in rest]
 
         async def in_order(mine: list[Any]) -> None:
             async with slots:
                 for row in mine:
                     outcomes.append(await _handle(services, row))
 
-        await asyncio.gather(*(in_order(mine) for mine in related(rows)))
+        await asyncio.gather(*(in_order(mine) for mine in groups))
         return outcomes
 
     return handle
 
 
-def _keys(row: Any) -> list[str]:
-    """What an activity touches: its sender, its object, and what that object replies to."""
-    obj = row.payload.get("object") if isinstance(row.payload, dict) else None
-    keys = [row.actor, ref_id(obj)]
-    if isinstance(obj, dict):
-        keys.append(ref_id(obj.get("inReplyTo")))
-    return [k for k in keys if k]
+INDEPENDENT = frozenset({"Create", "Update", "Follow", "Like", "EmojiReact", "Announce"})  # see _links
+
+
+def _links(row: Any) -> tuple[set[str], set[str], bool]:
+    """(ids the row defines, ids it refers to, whether it follows all its sender's rows) for `related`.
+
+    A Create/Update defines its note, a Follow its sender's follow; a reply refers to its parent, an
+    Undo/Delete/Update to what it names. An actor's own Update/Delete, an Undo naming no id, and every
+    other type are ordered after (and before) all rows of their sender, as before.
+    """
+    activity = row.payload if isinstance(row.payload, dict) else {}
+    kind, actor = activity.get("type"), row.actor
+    obj = activity.get("object")
+    defines, refers = {ref_id(activity.get("id"))}, set()
+    target = ref_id(obj)
+    if kind in ("Create", "Update") and target != actor:
+        defines.add(target)
+        if isinstance(obj, dict):
+            refers.add(ref_id(obj.get("inReplyTo")))
+    elif kind == "Follow":
+        defines.add("follow\n" + actor)
+    elif kind in ("Undo", "Delete"):
+        refers.update((target, "follow\n" + actor))
+    if kind in INDEPENDENT or kind in ("Undo", "Delete"):
+        whole = not target or target == actor and kind in ("Update", "Delete")
+    else:
+        whole = True
+    return {k for k in defines if k}, {k for k in refers if k}, whole
 
 
 def related(rows: list[Any]) -> list[list[Any]]:
-    """Rows grouped by shared sender, object or thread link, each group in arrival order.
+    """Rows that must keep their arrival order grouped together, each group in arrival order.
 
-    One sender's Create comes before its Update and Delete, a Follow before its Undo, and a reply after
-    its parent's Create even from another server (handled first, the reply would fetch a parent that may
-    not be fetchable). Groups share nothing, so they may run in any order.
+    Ordered: a reply after its parent's Create when both are in the batch (even from another server: handled
+    first, the reply would fetch a parent that may not be fetchable), an Undo/Update/Delete after the
+    Create/Follow/Like it names, an actor's own Update/Delete after its earlier rows. Replies to the same
+    article, or Follows of the blog, are not related: groups share nothing and may run in any order.
     """
     root = list(range(len(rows)))
 
@@ -135,15 +183,42 @@ def related(rows: list[Any]) -> list[list[Any]]:
             i = root[i]
         return i
 
-    first: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        for key in _keys(row):
-            a, b = find(i), find(first.setdefault(key, i))
-            root[max(a, b)] = min(a, b)
+    def union(i: int, j: int) -> None:
+        a, b = find(i), find(j)
+        root[max(a, b)] = min(a, b)
+
+    links = [_links(row) for row in rows]
+    owner: dict[str, int] = {}
+    by_actor: dict[str, list[int]] = {}
+    for i, (defines, _, _) in enumerate(links):
+        by_actor.setdefault(rows[i].actor, []).append(i)
+        for key in defines:
+            union(i, owner.setdefault(key, i))
+    for i, (_, refers, whole) in enumerate(links):
+        for key in refers:
+            if key in owner:
+                union(i, owner[key])
+        if whole:
+            for j in by_actor[rows[i].actor]:
+                union(i, j)
     groups: dict[int, list[Any]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(find(i), []).append(row)
     return list(groups.values())
+
+
+async def _batched(services: Services, rows: list[Any]) -> tuple[dict[int, str], list[Any]]:
+    """The batched path (inbox_batch) for unrelated rows; should it fail, every row goes per row instead."""
+    try:
+        return await inbox_batch.handle(services, rows)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        if is_storage_outage(exc, network=False):
+            raise  # our database: the batch is released and retried
+        log.warning("batched handling of %d inbox items failed, handling them one by one: %s: %s",
+                    len(rows), type(exc).__name__, exc)
+        return {}, rows
 
 
 async def _handle(services: Services, row: Any) -> Finish:

@@ -124,15 +124,31 @@ async def author_is_known(conn: AsyncConnection, author_id: str) -> bool:
     return row.first() is not None
 
 
-async def initial_status(conn: AsyncConnection, settings: Settings, author_id: str, verdict: Verdict) -> Status:
-    """Status of a new comment: spam is rejected; no verdict (check down) always waits."""
+async def known_authors(conn: AsyncConnection, author_ids: list[str]) -> set[str]:
+    """Which of these commenters are known (one query for a whole batch of comments)."""
+    if not author_ids:
+        return set()
+    rows = await conn.execute(select(comments.c.author_id).distinct().where(
+        comments.c.author_id.in_(set(author_ids)), comments.c.status == "approved"))
+    return set(rows.scalars())
+
+
+def status_for(settings: Settings, verdict: Verdict, known: bool) -> Status:
+    """Status of a new comment: spam is rejected; no verdict (check down) always waits; `known` as above."""
     if verdict == "spam":
         return "rejected"
     if verdict == "unknown" or settings.moderation == "hold":
         return "pending"
     if settings.moderation == "open":
         return "approved"
-    return "approved" if await author_is_known(conn, author_id) else "pending"
+    return "approved" if known else "pending"
+
+
+async def initial_status(conn: AsyncConnection, settings: Settings, author_id: str, verdict: Verdict) -> Status:
+    """Status of a new comment (status_for), asking whether the author is known only when it matters."""
+    if verdict != "ham" or settings.moderation != "known":
+        return status_for(settings, verdict, False)
+    return status_for(settings, verdict, await author_is_known(conn, author_id))
 
 
 # -- spam check (Akismet comment-check) -------------------------------------------------------------

@@ -52,14 +52,23 @@ async def reaction_summary(conn: AsyncConnection, article_id: int, settings: Set
             "likers": people("like"), "boosters": people("boost"), **await quote_summary(conn, article_id, settings)}
 
 
-async def on_react(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
-    """Like/Announce of an article → one reaction row per activity id (never a comment)."""
+def reaction_of(activity: dict[str, Any], actor_id: str) -> tuple[str, str, str] | str | None:
+    """(kind, activity id, object id) of a Like/Announce worth looking up; else its outcome (None: not ours)."""
     kind = REACTION_TYPES.get(str(activity.get("type")))
     activity_id, object_id = ref_id(activity.get("id")), ref_id(activity.get("object"))
     if kind is None or not activity_id or not object_id:
         return None
     if not same_origin(activity_id, actor_id):
         return "reaction_refused"
+    return kind, activity_id, object_id
+
+
+async def on_react(services: Services, activity: dict[str, Any], actor_id: str) -> str | None:
+    """Like/Announce of an article → one reaction row per activity id (never a comment)."""
+    checked = reaction_of(activity, actor_id)
+    if not isinstance(checked, tuple):
+        return checked
+    kind, activity_id, object_id = checked
     settings = services.settings
     async with services.store.begin() as conn:
         article = await find_article(conn, services.site, object_id)

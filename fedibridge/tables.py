@@ -167,6 +167,7 @@ inbox_items = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("locked_until", UTCDateTime),
+    Column("locked_by", Text),  # the worker holding the lease (a dead local one's rows are reaped at once)
     Column("error", Text),
     Index("ix_inbox_items_due", "state", "next_attempt_at"),
 )

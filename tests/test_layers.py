@@ -27,7 +27,8 @@ LAYERS = {
     # infra: storage, the HTTP client and remote-document cache, wake-ups, the leased-row worker, the inbox writer.
     "store": "infra", "tables": "infra", "migrations": "infra", "migrations.env": "infra",
     "migrations.versions.0001_initial_schema": "infra", "migrations.versions.0002_image_length_last_attempt": "infra",
-    "migrations.versions.0003_pins_quotes_actor_state": "infra", "actor_state": "infra",
+    "migrations.versions.0003_pins_quotes_actor_state": "infra",
+    "migrations.versions.0004_inbox_locked_by": "infra", "actor_state": "infra",
     "http_client": "infra", "netguard": "infra", "remote_actors": "infra", "wakeup": "infra", "enqueue": "infra",
     "worker": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra", "ratelimit": "infra",
     # services: the one object holding the rest (imports project modules for typing only).
@@ -35,7 +36,7 @@ LAYERS = {
     # core: what the bridge does; takes Services (or parts of it), never a web.Application.
     "articles": "core", "comments": "core", "comment_views": "core", "followers": "core", "reactions": "core",
     "moderation": "core", "dispatch": "core", "feedsource": "core", "enclosures": "core",
-    "domain_health": "core", "delivery": "core", "delivery_rows": "core", "inbox_worker": "core",
+    "domain_health": "core", "delivery": "core", "delivery_rows": "core", "inbox_worker": "core", "inbox_batch": "core",
     "webhook": "core", "retention": "core", "installation": "core",
     "account_move": "core", "pins": "core", "quotes": "core",
     # web: routes and handlers (parse → call core → render).
