@@ -29,6 +29,7 @@ from .store import Store, utcnow, wait_event
 from .wakeup import listen
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
+STOP_WAIT_SECONDS = 4.0  # a stop waits this long for a claim in flight, then again to hand back its rows
 
 
 @dataclass(frozen=True)
@@ -244,8 +245,8 @@ class Worker:
         try:
             rows = await asyncio.shield(claiming)  # a claim cut in half by a stop would leave rows leased
         except asyncio.CancelledError:
-            await asyncio.wait([claiming])
-            if not claiming.cancelled() and claiming.exception() is None:
+            await asyncio.wait([claiming], timeout=STOP_WAIT_SECONDS)  # bounded, even on a locked database
+            if claiming.done() and not claiming.cancelled() and claiming.exception() is None:
                 self.held.update(r.id for r in claiming.result())
             raise
         if not rows:
@@ -267,7 +268,10 @@ class Worker:
         if not self.held:
             return
         try:
-            await asyncio.shield(asyncio.ensure_future(release(self.store, self.queue, self.owner, self.held)))
+            releasing = asyncio.ensure_future(release(self.store, self.queue, self.owner, self.held))
+            # Bounded: a database locked by another writer must not hold up the whole stop (a restart on this
+            # machine takes the rows over at once, their owner being dead; elsewhere their lease expires).
+            await asyncio.wait_for(asyncio.shield(releasing), STOP_WAIT_SECONDS)
             self.held.clear()
         except Exception as exc:  # noqa: BLE001 - their lease expires; nothing is lost
             log.warning("could not release %d %s rows on stop (their lease will expire): %s",
