@@ -9,7 +9,6 @@ Accept per Follow, one reaction per Like, no inbox row failed or left pending.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from sqlalchemy import func, select
 from fedibridge.store import Store
 from fedibridge.tables import activities, comments, followers, inbox_items, reactions
 from tests.conftest import free_port, pem_private, wait_for
+from tests.faults import serve_env
 from tests.remote import RemoteInstance
 from tests.test_crash import _start
 
@@ -44,19 +44,11 @@ async def _counts(store: Store) -> dict[str, int]:
 
 async def test_sigkill_mid_batch_handles_every_activity_once(
         tmp_path: Path, database_url: str, rsa_key: rsa.RSAPrivateKey) -> None:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(pem_private(rsa_key))
-    (keys / "private.pem").chmod(0o600)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FEDIBRIDGE_")},
-           "FEDIBRIDGE_BASE_URL": base, "FEDIBRIDGE_PORT": str(port),
-           "FEDIBRIDGE_DATABASE_URL": database_url, "FEDIBRIDGE_KEYS_DIR": str(keys),
-           "FEDIBRIDGE_ADMIN_TOKEN": TOKEN, "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "true",
-           "FEDIBRIDGE_BLOG_URL": "http://blog.test", "FEDIBRIDGE_MODERATION": "open",
-           "FEDIBRIDGE_INBOX_HOST_BURST": "0", "FEDIBRIDGE_INBOX_ACTOR_BURST": "0",
-           "FEDIBRIDGE_LOG_LEVEL": "warning"}
+    env = {**serve_env(tmp_path, pem_private(rsa_key), database_url, port, TOKEN),
+           "FEDIBRIDGE_BLOG_URL": "http://blog.test",
+           "FEDIBRIDGE_INBOX_HOST_BURST": "0", "FEDIBRIDGE_INBOX_ACTOR_BURST": "0"}
     instances = [RemoteInstance(host_ip=f"127.0.2.{i + 1}", key=rsa_key) for i in range(4)]
     for inst in instances:
         await inst.start()
