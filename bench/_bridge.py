@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -30,6 +31,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    """Run `app` on host:port in this process (a baseline handler or a played remote server)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
 
 
 def loopback_hosts(n: int, second: int = 2) -> list[str]:

@@ -23,28 +23,16 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from fedibridge import articles
-from fedibridge.app import SERVICES, create_app
-from fedibridge.config import Settings, validate
-from fedibridge.web.documents import DOCS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._bridge import free_port, serve  # noqa: E402
+from fedibridge import articles  # noqa: E402
+from fedibridge.app import SERVICES, create_app  # noqa: E402
+from fedibridge.config import Settings, validate  # noqa: E402
+from fedibridge.web.documents import DOCS  # noqa: E402
 
 HOST = "127.0.0.1"
 ACCEPT = {"Accept": "application/activity+json"}
-
-
-async def serve(app: web.Application, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port).start()
-    return runner
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def bare_server(body: bytes, content_type: str) -> tuple[web.AppRunner, str]:

@@ -45,7 +45,16 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bridge import Bare, Bridge, loopback_hosts, publish, raise_nofile, total  # noqa: E402
+from bench._bridge import (  # noqa: E402
+    Bare,
+    Bridge,
+    free_port,
+    loopback_hosts,
+    publish,
+    raise_nofile,
+    serve,
+    total,
+)
 from fedibridge import articles, inbox_worker  # noqa: E402
 from fedibridge.app import SERVICES, create_app  # noqa: E402
 from fedibridge.config import Settings, validate  # noqa: E402
@@ -54,21 +63,6 @@ from fedibridge.tables import comments, inbox_items  # noqa: E402
 
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 HOST = "127.0.0.1"
-
-
-async def serve(app: web.Application, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port).start()
-    return runner
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 async def remote_actor(key: rsa.RSAPrivateKey) -> tuple[web.AppRunner, str]:
