@@ -59,7 +59,8 @@ def comment_from_row(row: Any) -> Comment:
 def threaded(items: Iterable[Comment]) -> list[Comment]:
     """Nest replies under their parents, oldest first; a reply whose parent isn't listed goes top level."""
     ordered = sorted(items, key=lambda c: (c.published, c.id))
-    nodes = {c.id: replace(c, replies=[]) for c in ordered}
+    # Fresh comments (no replies yet) are nested as they are: copying thousands of them was most of the cost.
+    nodes = {c.id: c if not c.replies else replace(c, replies=[]) for c in ordered}
     roots: list[Comment] = []
     for c in ordered:
         node = nodes[c.id]

@@ -264,3 +264,54 @@ async def test_beacon_tells_another_process_change_once(tmp_path: Path) -> None:
     cli.signal()
     cli.signal()  # two quick changes within one clock tick: each is a new file
     assert server.moved() and not server.moved()
+
+
+async def test_public_thread_is_shared_and_current(make_bridge: BridgeFactory) -> None:
+    """The widget's thread (GET /api/articles/{slug}/comments): concurrent readers share one rendering, and an
+    approval, a like, a block show on the next read. A CORS answer is kept per allowed Origin only."""
+    bridge = await make_bridge(moderation="hold", document_cache_seconds=3600,
+                               cors_origins=["https://blog.example"])
+    await post(bridge, article())
+    article_id = bridge.app[SERVICES].site.article_id("cafe")
+    path = "/api/articles/cafe/comments"
+    async with RemoteInstance() as masto:
+        lea = masto.add_actor("lea")
+        reply = masto.note(lea, "<p>Une réponse « partagée » 🥐</p>", article_id)
+        status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.create(lea, reply))
+        assert status == 202
+
+        async def stored() -> bool:
+            async with bridge.store.connect() as conn:
+                return (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).first() \
+                    is not None
+
+        await wait_for(stored, timeout=10)
+        _, _, held = await get(bridge, path)
+        assert b'"total":0' in held  # held for moderation
+        cache = bridge.app[DOCS]
+        rendered = cache.renders
+        answers = await asyncio.gather(*(get(bridge, path) for _ in range(32)))
+        assert {a[2] for a in answers} == {held} and cache.renders == rendered  # all from the one kept answer
+        async with bridge.store.connect() as conn:
+            cid = (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).scalar_one()
+        async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
+            assert resp.status == 200
+        answers = await asyncio.gather(*(get(bridge, path) for _ in range(32)))
+        assert cache.renders == rendered + 1  # the approval invalidated it; 32 concurrent readers, one rendering
+        body = answers[0][2]
+        assert b'"total":1' in body and "« partagée » 🥐".encode() in body
+        status, headers, _ = await get(bridge, path, **{"If-None-Match": answers[0][1]["ETag"]})
+        assert status == 304
+        status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.like(lea, article_id))
+        assert status == 202
+        await wait_for(lambda: _has(bridge, path, b'"likes":1'), timeout=10)
+
+    _, mine, _ = await get(bridge, path, Origin="https://blog.example")
+    _, other, _ = await get(bridge, path, Origin="https://evil.example")
+    assert mine["Access-Control-Allow-Origin"] == "https://blog.example"
+    assert "Access-Control-Allow-Origin" not in other and "Origin" in other["Vary"]
+    async with bridge.http.post(f"{bridge.url}/api/blocks", headers=bridge.admin,
+                                json={"kind": "actor", "value": lea.id}) as resp:
+        assert resp.status in (200, 201), await resp.text()
+    _, _, after_block = await get(bridge, path)
+    assert "partagée".encode() not in after_block

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from fedibridge import inbox_worker, moderation
 from fedibridge.comments import set_status
 from fedibridge.store import utcnow
-from fedibridge.tables import activities, articles, comments, deliveries, followers, reactions
-from fedibridge.worker import claim
+from fedibridge.tables import activities, articles, comments, deliveries, followers, inbox_items, reactions
+from fedibridge.worker import Worker, claim
 
 from .conftest import Bridge, BridgeFactory, _pg_admin_url, _pg_create
 from .remote import RemoteAccount, RemoteInstance
@@ -216,3 +216,31 @@ def test_related_orders_only_what_must_be() -> None:
     ]
     groups = sorted([r.id for r in g] for g in inbox_worker.related(rows))  # type: ignore[arg-type]
     assert groups == [[1, 3, 8], [2], [4], [5, 6], [7], [9]]
+
+
+async def test_per_row_work_is_capped_per_batch_and_handed_back(make_bridge: BridgeFactory) -> None:
+    """A batch of activities that each need per-row handling does PER_ROW of them and hands the others back
+    without spending an attempt: the next batch takes them first, so a batch of slow remotes ends well
+    inside its lease and nothing is lost or counted twice."""
+    bridge = await make_bridge("web", inbox_actor_burst=0)  # no background worker: the test runs its steps
+    async with RemoteInstance() as masto:
+        alice = masto.add_actor("alice")
+        count = inbox_worker.PER_ROW + 36
+        # Deletes of notes we never stored: nothing batched handles them, each goes per row (and is ignored).
+        gone = [masto.delete(alice, f"{masto.base}/notes/gone-{i}") for i in range(count)]
+        await _send(bridge, [(alice, d) for d in gone])
+        worker = Worker(bridge.store, inbox_worker.QUEUE, inbox_worker.POLICY, inbox_worker.handler(bridge.services),
+                        "capped")
+        assert await worker.run_once() == count  # one claim takes them all…
+        rest = count - inbox_worker.PER_ROW
+        assert await _states(bridge) == {("done", 1): inbox_worker.PER_ROW, ("pending", 1): rest}
+        assert await worker.run_once() == rest  # …the rest come back, their attempt uncounted
+        assert await _states(bridge) == {("done", 1): count}
+        assert await worker.run_once() == 0
+
+
+async def _states(bridge: Bridge) -> dict[tuple[str, int], int]:
+    async with bridge.store.connect() as conn:
+        rows = await conn.execute(select(inbox_items.c.state, inbox_items.c.attempts, func.count())
+                                  .group_by(inbox_items.c.state, inbox_items.c.attempts))
+        return {(state, attempts): n for state, attempts, n in rows}

@@ -31,11 +31,14 @@ FEED_ENTRIES = 50
 ADMIN_DEFAULT = 100  # comments per page of the admin listing unless `limit` says otherwise
 ADMIN_LIMIT = 500
 _FEED_TABLES = ("articles", "comments")  # a comment feed changes when any of these is written
+_THREAD_TABLES = ("articles", "comments", "reactions", "quotes", "blocks")  # what a public thread shows
 
 
 def setup(app: web.Application, prefix: str) -> None:
     r = app.router
-    r.add_get(prefix + "/api/articles/{slug}/comments", article_comments)
+    # A hot article's thread is read by every widget load while replies keep arriving: concurrent readers
+    # share one rendering, kept until a comment, reaction, quote, block or the article changes.
+    r.add_get(prefix + "/api/articles/{slug}/comments", cached(article_comments, _THREAD_TABLES, _origin))
     r.add_route("OPTIONS", prefix + "/api/articles/{slug}/comments", preflight)
     r.add_get(prefix + "/api/comments", comments_index)
     r.add_route("OPTIONS", prefix + "/api/comments", preflight)
@@ -62,6 +65,11 @@ def _cors(request: web.Request) -> dict[str, str]:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Expose-Headers"] = "ETag"
     return headers
+
+
+def _origin(request: web.Request) -> str:
+    """The cache variant of a CORS answer: the Origin it echoes, or "" for every other (bounded) caller."""
+    return _cors(request).get("Access-Control-Allow-Origin", "")
 
 
 async def preflight(request: web.Request) -> web.Response:
