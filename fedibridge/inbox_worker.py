@@ -26,8 +26,8 @@ from .worker import BatchHandler, Finish, Policy, Queue, Worker, listening, reap
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
 
 BUSY_PAUSE = 0.05  # at least this many seconds the worker steps aside after a batch while our inbox accepts…
-BUSY_SHARE = 3  # …and 3× the batch's own time: caught up, handling gets about a quarter of the event loop
-CATCH_UP_SHARE = 1  # …but only 1× after a full batch (a backlog): handling gets half, so the lag stays bounded
+BUSY_SHARE = 9  # …and 9× the batch's own time: caught up, handling gets about a tenth of the event loop
+CATCH_UP_SHARE = 3  # …but only 3× after a full batch (a backlog): a quarter, so the lag stays bounded
 MAX_PAUSE = 1.0  # …and never longer than this: a slow batch (slow remotes, not CPU) must not stall the next one
 CONCURRENCY = 4  # senders handled at once: one sender's slow activity does not hold up the others'
 
