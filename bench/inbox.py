@@ -298,6 +298,7 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
 
             poller = asyncio.create_task(poll())
             ok, accept_secs = await load(inbox_url, reqs, concurrency)
+            at_last_202 = await total(session, bridge, "/api/comments?status=all")
             spawned: list[asyncio.subprocess.Process] = []
             handling_from = time.perf_counter()
             if role == "web":  # handling starts only now, in worker processes of their own
@@ -326,6 +327,8 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
           f"({accept_rate / bare_rate:.0%} of bare)")
     print(f"  end to end (first POST until listed by /api/comments): {stored}/{n} comments in {e2e_secs:6.1f} s, "
           f"{e2e_rate:8.0f} comments/s ({e2e_rate / bare_rate:.0%} of bare's 202 rate; issue 12 target >= 1,500/s)")
+    print(f"  at the last 202 {at_last_202} were comments; the other {stored - at_last_202} took "
+          f"{e2e_secs - accept_secs:.1f} s more")
     if role == "web":
         print(f"  handling by {workers} --role worker process(es) after the burst: {stored} in {handling_secs:6.1f} s, "
               f"{stored / handling_secs:8.0f} comments/s (includes worker start-up); from the first comment shown: "
