@@ -27,7 +27,7 @@ from .health import Health
 from .hosts import netloc_of
 from .http_client import retry_after_seconds
 from .logsafe import logger
-from .services import Services
+from .services import Services, Wakeups
 from .store import Store, utcnow, wait_event
 from .tables import activities, deliveries, domains, followers
 from .worker import (
@@ -52,6 +52,8 @@ FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (the whole stop: ≤ 10 s)
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
+BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
+BUSY_WINDOW = 0.25  # …until it has accepted nothing for this many seconds
 _T = TypeVar("_T")
 
 # Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
@@ -64,7 +66,7 @@ class Worker:
 
     def __init__(
         self, *, store: Store, client: Any, settings: Any, metrics: Any, worker_id: str,
-        health: Health | None = None, wake: asyncio.Event | None = None,
+        health: Health | None = None, wake: asyncio.Event | None = None, pulse: Wakeups | None = None,
     ) -> None:
         self.health = health or Health()
         self.store = store
@@ -73,6 +75,11 @@ class Worker:
         self.metrics = metrics
         self.worker_id = worker_id
         self.wake = wake or asyncio.Event()  # services.wake.delivery: set after rows are enqueued
+        # Role all: this process's inbox. While it accepts, a 202 needs the event loop now and deliveries
+        # can wait a little (as the inbox worker does): fewer are started until it is quiet again.
+        self.pulse = pulse
+        self.seen_accepted = 0
+        self.busy_until = 0.0
         # A claimed row is another worker's again after this (the only recovery for other machines' workers).
         self.lease = timedelta(seconds=getattr(settings, "delivery_lease_seconds", LEASE.total_seconds()))
         # Mastodon-like retries over ~2 days; a Retry-After is honoured, never under a second.
@@ -103,8 +110,15 @@ class Worker:
             self.last_reap = time.monotonic()
             await self._shielded(self.reap_dead_local_workers())
         self.wake.clear()
-        free = self.max_claimed - len(self.claimed)
-        if free >= self.max_claimed // 4:
+        limit = self.max_claimed
+        if self.pulse is not None:
+            if self.pulse.accepted != self.seen_accepted:
+                self.seen_accepted = self.pulse.accepted
+                self.busy_until = time.monotonic() + BUSY_WINDOW
+            if time.monotonic() < self.busy_until:
+                limit = max(4, self.max_claimed // BUSY_SHARE)
+        free = limit - len(self.claimed)
+        if free >= limit // 4:
             want = min(BATCH, free)
             rows = await self._shielded(self.claim(want))
             for row in rows:
@@ -326,5 +340,5 @@ async def run(services: Services) -> None:
     """The background job app.py starts for roles all/worker."""
     worker = Worker(store=services.store, client=services.client, settings=services.settings,
                     metrics=services.metrics, worker_id=services.worker_id, health=services.health,
-                    wake=services.wake.delivery)
+                    wake=services.wake.delivery, pulse=services.wake if services.role == "all" else None)
     await listening(services.store, services.health, worker.wake, "delivery-listen", worker.run)

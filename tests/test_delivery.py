@@ -483,3 +483,52 @@ async def test_delivery_rows_name_each_server_once_however_spelled(database_url:
         await store.close()
     assert sorted(set(hosts)) == ["mastodon.example", "mastodon.example:8080", "xn--bcher-kva.example"]
     assert len(hosts) == 6
+
+
+async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> None:
+    """Role all: while this process's inbox keeps accepting, deliveries keep an eighth of their share of the
+    event loop (a 202 cannot wait, a delivery can); once the inbox is quiet they get all of it again."""
+    bridge = await make_bridge(delivery_concurrency=32, delivery_per_host=32,
+                               inbox_actor_burst=0, inbox_host_burst=0)
+
+    async def slow(request: web.Request, n: int) -> web.Response:
+        await asyncio.sleep(0.2)
+        return web.Response(status=202)
+
+    servers = [Inbox(slow) for _ in range(4)]  # 4 servers: the HTTP client opens at most 8 connections to one
+    for server in servers:
+        await server.start()
+    try:
+        async with RemoteInstance() as masto:
+            lea = masto.add_actor("lea")
+            bursting = asyncio.Event()
+
+            async def burst() -> None:  # signed Likes, each stored before its 202, for 2.5 s
+                loop = asyncio.get_running_loop()
+                until = loop.time() + 2.5
+                while loop.time() < until:
+                    status, text = await masto.send(lea, f"{bridge.url}/inbox",
+                                                    masto.like(lea, f"{bridge.settings.base}/articles/nope"))
+                    assert status == 202, text
+                    bursting.set()
+                    await asyncio.sleep(0.01)
+
+            sender = asyncio.create_task(burst())
+            await bursting.wait()
+            aid = await enqueue(bridge, [f"{s.url}/users/u{i}/inbox" for s in servers for i in range(60)])
+            during = 0
+            while not sender.done():
+                during = max(during, sum(s.active for s in servers))
+                await asyncio.sleep(0.01)
+            await sender
+        await asyncio.sleep(0.5)  # the inbox's quiet window has passed
+        after = 0
+        while any(r.state != "done" for r in await rows(bridge, aid)):
+            after = max(after, sum(s.active for s in servers))
+            await asyncio.sleep(0.01)
+        assert sum(len(s.requests) for s in servers) == 240
+        assert 0 < during <= 8  # 64 claimable rows / 8 while the inbox accepts
+        assert after > 8, after  # then up to delivery_concurrency again
+    finally:
+        for server in servers:
+            await server.close()
