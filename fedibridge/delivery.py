@@ -53,7 +53,8 @@ SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (t
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
-BUSY_WINDOW = 0.25  # …until it has accepted nothing for this many seconds
+BUSY_RATE = 40.0  # …while it accepts at least this many activities a second…
+BUSY_WINDOW = 0.25  # …measured over windows of at least this many seconds
 _T = TypeVar("_T")
 
 # Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
@@ -78,8 +79,7 @@ class Worker:
         # Role all: this process's inbox. While it accepts, a 202 needs the event loop now and deliveries
         # can wait a little (as the inbox worker does): fewer are started until it is quiet again.
         self.pulse = pulse
-        self.seen_accepted = 0
-        self.busy_until = 0.0
+        self.window_start, self.window_count, self.busy = time.monotonic(), 0, False
         # A claimed row is another worker's again after this (the only recovery for other machines' workers).
         self.lease = timedelta(seconds=getattr(settings, "delivery_lease_seconds", LEASE.total_seconds()))
         # Mastodon-like retries over ~2 days; a Retry-After is honoured, never under a second.
@@ -110,13 +110,7 @@ class Worker:
             self.last_reap = time.monotonic()
             await self._shielded(self.reap_dead_local_workers())
         self.wake.clear()
-        limit = self.max_claimed
-        if self.pulse is not None:
-            if self.pulse.accepted != self.seen_accepted:
-                self.seen_accepted = self.pulse.accepted
-                self.busy_until = time.monotonic() + BUSY_WINDOW
-            if time.monotonic() < self.busy_until:
-                limit = max(4, self.max_claimed // BUSY_SHARE)
+        limit = max(4, self.max_claimed // BUSY_SHARE) if self._inbox_busy() else self.max_claimed
         free = limit - len(self.claimed)
         if free >= limit // 4:
             want = min(BATCH, free)
@@ -127,6 +121,18 @@ class Worker:
                 return  # probably more due right now
         timeout = FLUSH_SECONDS if self.outcomes else POLL_SECONDS
         await wait_event(self.wake, timeout)
+
+    def _inbox_busy(self) -> bool:
+        """Whether this process's inbox accepted at least BUSY_RATE activities a second over the last window
+        (role all): a burst, whose 202s need the event loop now. A trickle leaves deliveries at full speed."""
+        if self.pulse is None:
+            return False
+        now = time.monotonic()
+        elapsed = now - self.window_start
+        if elapsed >= BUSY_WINDOW:
+            self.busy = (self.pulse.accepted - self.window_count) / elapsed >= BUSY_RATE
+            self.window_start, self.window_count = now, self.pulse.accepted
+        return self.busy
 
     async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run a transaction that cancellation cannot cut in half (a half-done SQLite write keeps the lock)."""

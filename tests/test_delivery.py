@@ -486,8 +486,9 @@ async def test_delivery_rows_name_each_server_once_however_spelled(database_url:
 
 
 async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> None:
-    """Role all: while this process's inbox keeps accepting, deliveries keep an eighth of their share of the
-    event loop (a 202 cannot wait, a delivery can); once the inbox is quiet they get all of it again."""
+    """Role all: while this process's inbox takes a burst (>= 40 activities/s), deliveries keep an eighth of
+    their share of the event loop (a 202 cannot wait, a delivery can); a trickle does not slow them, and once
+    the burst is over they get all of it again."""
     bridge = await make_bridge(delivery_concurrency=32, delivery_per_host=32,
                                inbox_actor_burst=0, inbox_host_burst=0)
 
@@ -501,33 +502,48 @@ async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> N
     try:
         async with RemoteInstance() as masto:
             lea = masto.add_actor("lea")
-            bursting = asyncio.Event()
 
-            async def burst() -> None:  # signed Likes, each stored before its 202, for 2.5 s
-                loop = asyncio.get_running_loop()
-                until = loop.time() + 2.5
-                while loop.time() < until:
-                    status, text = await masto.send(lea, f"{bridge.url}/inbox",
-                                                    masto.like(lea, f"{bridge.settings.base}/articles/nope"))
-                    assert status == 202, text
-                    bursting.set()
+            async def like() -> None:  # a signed Like, stored before its 202
+                status, text = await masto.send(lea, f"{bridge.url}/inbox",
+                                                masto.like(lea, f"{bridge.settings.base}/articles/nope"))
+                assert status == 202, text
+
+            async def peak_while(task: asyncio.Task[None]) -> int:
+                peak = 0
+                while not task.done():
+                    peak = max(peak, sum(s.active for s in servers))
                     await asyncio.sleep(0.01)
+                await task
+                return peak
 
-            sender = asyncio.create_task(burst())
-            await bursting.wait()
+            async def trickle() -> None:  # 5 a second, for 2 s
+                for _ in range(10):
+                    await like()
+                    await asyncio.sleep(0.2)
+
+            async def burst() -> None:  # 4 senders back to back, for 2.5 s: well over 40 a second
+                until = asyncio.get_running_loop().time() + 2.5
+
+                async def sender() -> None:
+                    while asyncio.get_running_loop().time() < until:
+                        await like()
+
+                await asyncio.gather(*(sender() for _ in range(4)))
+
+            first = await enqueue(bridge, [f"{s.url}/users/t{i}/inbox" for s in servers for i in range(40)])
+            assert await peak_while(asyncio.create_task(trickle())) > 8
+            await until_state(bridge, first, "done")
+            task = asyncio.create_task(burst())
+            await asyncio.sleep(0.5)  # the burst is under way and measured
             aid = await enqueue(bridge, [f"{s.url}/users/u{i}/inbox" for s in servers for i in range(60)])
-            during = 0
-            while not sender.done():
-                during = max(during, sum(s.active for s in servers))
-                await asyncio.sleep(0.01)
-            await sender
-        await asyncio.sleep(0.5)  # the inbox's quiet window has passed
+            during = await peak_while(task)
+        await asyncio.sleep(0.5)  # a window without accepts has passed
         after = 0
         while any(r.state != "done" for r in await rows(bridge, aid)):
             after = max(after, sum(s.active for s in servers))
             await asyncio.sleep(0.01)
-        assert sum(len(s.requests) for s in servers) == 240
-        assert 0 < during <= 8  # 64 claimable rows / 8 while the inbox accepts
+        assert sum(len(s.requests) for s in servers) == 400
+        assert 0 < during <= 8  # 64 claimable rows / 8 while the inbox takes the burst
         assert after > 8, after  # then up to delivery_concurrency again
     finally:
         for server in servers:
