@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -145,6 +146,18 @@ def serve_env(tmp_path: Path, key_pem: bytes, database_url: str, port: int, toke
             "FEDIBRIDGE_DATABASE_URL": database_url, "FEDIBRIDGE_KEYS_DIR": str(keys),
             "FEDIBRIDGE_ADMIN_TOKEN": token, "FEDIBRIDGE_ALLOW_PRIVATE_ADDRESSES": "true",
             "FEDIBRIDGE_MODERATION": "open", "FEDIBRIDGE_LOG_LEVEL": "warning"}
+
+
+async def stop_serve(proc: asyncio.subprocess.Process | None, timeout: float = 20) -> None:
+    """Stop a test's server if it still runs: SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 async def serve(tmp_path: Path, env: dict[str, str], log: Path) -> asyncio.subprocess.Process:

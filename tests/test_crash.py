@@ -18,6 +18,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import free_port, pem_private, wait_for
+from tests.faults import stop_serve
 from tests.remote import Received, RemoteInstance, add_followers
 
 HOSTS = 60
@@ -110,12 +111,6 @@ async def test_sigkill_mid_fan_out_loses_no_delivery(
         assert len({t for t, r in creates() if r.verified}) == total, {r.reason for r in delivered if not r.verified}
         assert all(r.json["object"]["content"].count("kill -9") == 1 for r in delivered)
     finally:
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_serve(proc)
         for inst in instances:
             await inst.close()

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from fedibridge.store import Store
 from fedibridge.tables import activities, comments, followers, inbox_items, reactions
 from tests.conftest import free_port, pem_private, wait_for
-from tests.faults import serve_env
+from tests.faults import serve_env, stop_serve
 from tests.remote import RemoteInstance
 from tests.test_crash import _start
 
@@ -122,12 +122,6 @@ async def test_sigkill_mid_batch_handles_every_activity_once(
     finally:
         if store is not None:
             await store.close()
-        if proc is not None and proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_serve(proc)
         for inst in instances:
             await inst.close()

@@ -225,20 +225,24 @@ async def test_follower_and_comment_changes_show(make_bridge: BridgeFactory) -> 
         status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.create(lea, reply))
         assert status == 202
 
-        async def stored() -> bool:
-            async with bridge.store.connect() as conn:
-                return (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).first() \
-                    is not None
-
-        await wait_for(stored, timeout=10)
+        await wait_for(lambda: _stored(bridge, reply["id"]), timeout=10)
     _, _, feed1 = await get(bridge, "/articles/cafe/comments.atom")
     assert "à valider".encode() not in feed1  # held for moderation: not public yet
-    async with bridge.store.connect() as conn:
-        cid = (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).scalar_one()
+    cid = await _comment_id(bridge, reply["id"])
+    assert cid is not None
     async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
         assert resp.status == 200
     status, _, feed2 = await get(bridge, "/articles/cafe/comments.atom")
     assert status == 200 and "à valider".encode() in feed2 and feed2 != feed0
+
+
+async def _comment_id(bridge: Bridge, ap_id: str) -> int | None:
+    async with bridge.store.connect() as conn:
+        return (await conn.execute(select(comments.c.id).where(comments.c.ap_id == ap_id))).scalar()
+
+
+async def _stored(bridge: Bridge, ap_id: str) -> bool:
+    return await _comment_id(bridge, ap_id) is not None
 
 
 async def _has(bridge: Bridge, path: str, needle: bytes) -> bool:
@@ -280,20 +284,15 @@ async def test_public_thread_is_shared_and_current(make_bridge: BridgeFactory) -
         status, _ = await masto.send(lea, f"{bridge.url}/inbox", masto.create(lea, reply))
         assert status == 202
 
-        async def stored() -> bool:
-            async with bridge.store.connect() as conn:
-                return (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).first() \
-                    is not None
-
-        await wait_for(stored, timeout=10)
+        await wait_for(lambda: _stored(bridge, reply["id"]), timeout=10)
         _, _, held = await get(bridge, path)
         assert b'"total":0' in held  # held for moderation
         cache = bridge.app[DOCS]
         rendered = cache.renders
         answers = await asyncio.gather(*(get(bridge, path) for _ in range(32)))
         assert {a[2] for a in answers} == {held} and cache.renders == rendered  # all from the one kept answer
-        async with bridge.store.connect() as conn:
-            cid = (await conn.execute(select(comments.c.id).where(comments.c.ap_id == reply["id"]))).scalar_one()
+        cid = await _comment_id(bridge, reply["id"])
+        assert cid is not None
         async with bridge.http.post(f"{bridge.url}/api/comments/{cid}/approve", headers=bridge.admin) as resp:
             assert resp.status == 200
         answers = await asyncio.gather(*(get(bridge, path) for _ in range(32)))

@@ -30,6 +30,7 @@ from fedibridge import delivery
 from fedibridge.store import Store, utcnow
 from fedibridge.tables import activities, deliveries, inbox_items, leases
 from tests.conftest import free_port, pem_private, wait_for
+from tests.faults import stop_serve
 from tests.remote import Received, RemoteInstance, add_followers
 
 TOKEN = "scaleout-admin-token"
@@ -83,15 +84,7 @@ class Cluster:
         return proc
 
     async def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await asyncio.gather(*(stop_serve(proc) for proc in self.procs.values()))
 
 
 @pytest.fixture
