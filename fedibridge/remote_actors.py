@@ -24,6 +24,11 @@ from .store import utcnow
 
 _T = TypeVar("_T")
 
+# Answers to an unsigned key fetch that a signed one may change: authorized-fetch servers (GoToSocial,
+# Misskey's and Akkoma's secure modes) refuse unsigned GETs with 401 or 403, and some hide with 404.
+_KNOCK_SIGNED = frozenset({401, 403, 404})
+_MAX_SIGNED_HOSTS = 10_000
+
 
 class Resolver:
     """Remote actors and keys, cached with a TTL; concurrent misses for one actor share one fetch.
@@ -57,15 +62,22 @@ class Resolver:
         self._all = asyncio.Semaphore(max_concurrent)
         # host -> (semaphore, users); dropped when its last user leaves, so it never grows with hosts seen
         self._hosts: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        # servers that refused an unsigned key fetch: their next key fetches are signed at once (LRU)
+        self._signed_hosts: OrderedDict[str, None] = OrderedDict()
+
+    @staticmethod
+    def _server(url: str) -> str:
+        """An origin's server, name and port, after the one host normalisation ("" for a bad URL)."""
+        try:
+            parsed = URL(url)
+            return f"{normalise_host(parsed.host or '')}:{parsed.port}"
+        except (ValueError, TypeError):
+            return ""  # the guarded client refuses such a URL with a clear FetchError
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[None]:
         """Hold one of the host's `per_host` fetch slots (and one of the global ones) for one request."""
-        try:
-            parsed = URL(url)
-            host = f"{normalise_host(parsed.host or '')}:{parsed.port}"  # an origin's server: name and port
-        except (ValueError, TypeError):
-            host = ""  # the guarded client refuses such a URL with a clear FetchError
+        host = self._server(url)
         sem, users = self._hosts.get(host) or (asyncio.Semaphore(self._per_host), 0)
         self._hosts[host] = (sem, users + 1)
         try:
@@ -155,17 +167,21 @@ class Resolver:
             await asyncio.gather(asyncio.shield(owner_fetch), return_exceptions=True)
             if (cached := self._get(self._keys, key_id)) is not None:
                 return cached
-        async with self._slot(key_id):
-            final, doc = await self.client.fetch_json(key_id)  # redirects stay on the key's origin
+        final, doc, signed = await self._key_document(key_id)
         doc_id = doc.get("id")
         if not isinstance(doc_id, str) or not same_origin(doc_id, key_id):
             raise FetchError(f"key document for {key_id} has no id on the key's origin")
         if "publicKey" in doc and defrag(doc_id) == final:
             # Mastodon & co: the keyId is the actor URL plus "#main-key"; this doc is the actor itself.
             try:
-                actor = self._store(parse_actor(doc))
+                actor = parse_actor(doc)
             except ValueError as exc:
                 raise FetchError(f"{doc_id} is not a usable actor: {exc}") from exc
+            if signed or "outbox" in doc:
+                self._store(actor)
+            # else: maybe Mastodon's restricted answer to unsigned GETs in secure mode (id, type, username,
+            # inbox, key, endpoints; every full actor has an outbox). Its key is good, but its name and
+            # avatar may be missing: the actor itself is fetched, signed, when it is needed.
         else:
             # A standalone key with "owner", or GoToSocial's ".../main-key" answering a minimal Person
             # whose id is the actor: neither is authoritative, so the owner's own document must list the key.
@@ -180,6 +196,30 @@ class Resolver:
         result = (actor.id, actor.public_key_pem)
         self._put(self._keys, key_id, result)
         return result
+
+    async def _key_document(self, key_id: str) -> tuple[str, dict[str, Any], bool]:
+        """(final URL, document, signed?) for a keyId: unsigned first, signed when the server wants it.
+
+        Key documents are public by design (Mastodon serves them unsigned even in secure mode), and an
+        unsigned GET saves an RSA signature before the inbox can answer. A server that refuses it gets a
+        signed second knock, and its next key fetches are signed at once. Redirects stay on the key's origin.
+        """
+        server = self._server(key_id)
+        if server not in self._signed_hosts:
+            try:
+                async with self._slot(key_id):
+                    final, doc = await self.client.fetch_json(key_id, signed=False)
+                return final, doc, False
+            except FetchError as exc:
+                if exc.http_status not in _KNOCK_SIGNED:
+                    raise
+            self._signed_hosts[server] = None
+            while len(self._signed_hosts) > _MAX_SIGNED_HOSTS:
+                self._signed_hosts.popitem(last=False)
+        self._signed_hosts.move_to_end(server)
+        async with self._slot(key_id):
+            final, doc = await self.client.fetch_json(key_id)
+        return final, doc, True
 
     async def prefetch(self, actor_ids: Iterable[str]) -> dict[str, RemoteActor | FetchError]:
         """Resolve many actors concurrently (a batch of rows from many authors): one GET per actor not

@@ -133,6 +133,11 @@ class RemoteInstance:
     redirects: dict[str, str] = field(default_factory=dict)  # URL -> Location of a 302 (hostile servers)
     received: list[Received] = field(default_factory=list)
     inbox_status: InboxStatus = 202
+    # Secure mode (Mastodon's AUTHORIZED_FETCH, GoToSocial's default): a GET without a valid signature gets
+    # 401, except a Mastodon actor, which answers with its restricted document (id, type, username, inbox,
+    # key, endpoints: what Mastodon serves so that keys can be fetched unsigned).
+    authorized_fetch: bool = False
+    gets: list[tuple[str, bool]] = field(default_factory=list)  # every GET and HEAD: (path, validly signed?)
     accounts: dict[str, RemoteAccount] = field(default_factory=dict)
     bridge_keys: dict[str, str] = field(default_factory=dict)  # keyId -> PEM, fetched from the bridge
     port: int = 0
@@ -268,6 +273,18 @@ class RemoteInstance:
             return await self._inbox(request)
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405)
+        signed = False
+        if "Signature" in request.headers or "Signature-Input" in request.headers:
+            signed = (await self._verify(request, dict(request.headers), b""))[0]
+        self.gets.append((request.path, signed))
+        if self.authorized_fetch and not signed:
+            acct = self.accounts.get(url)
+            if acct is None or acct.flavor != "mastodon":
+                return web.json_response({"error": "Request not signed"}, status=401)
+            restricted = {k: v for k, v in acct.doc.items()
+                          if k in ("@context", "id", "type", "preferredUsername", "inbox", "publicKey", "endpoints")}
+            return web.Response(body=_json_bytes(restricted), content_type="application/activity+json",
+                                charset="utf-8")
         if url in self.redirects:
             raise web.HTTPFound(self.redirects[url])
         if url in self.gone:
