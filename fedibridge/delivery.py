@@ -159,25 +159,39 @@ class Worker:
                 for r in claimed]
         hosts = {r.host for r in rows if r.kind == "ap"}
         async with self.store.connect() as conn:
-            await self._load_payloads(conn, {r.activity_id for r in rows if r.kind == "ap" and r.activity_id})
+            ids = {r.activity_id for r in rows if r.kind == "ap" and r.activity_id}
+            payloads = await self._load_payloads(conn, ids)
             down = set((await conn.execute(
                 select(domains.c.host).where(domains.c.host.in_(hosts), domains.c.unavailable.is_(True))
             )).scalars()) if hosts else set()
+        for row in rows:
+            row.payload = payloads.get(row.activity_id) if row.activity_id else None
         if down:
             rows = await self._skip_unavailable(rows, down)
         return rows
 
-    async def _load_payloads(self, conn: AsyncConnection, ids: set[int]) -> None:
-        missing = [i for i in ids if i not in self.payloads]
-        for i in ids - set(missing):
-            self.payloads.move_to_end(i)
+    async def _load_payloads(self, conn: AsyncConnection, ids: set[int]) -> dict[int, bytes]:
+        """The serialized payloads of these activities (those that still exist), in one SELECT at most.
+
+        The rows of a batch hold theirs, so a batch of Accepts (each its own activity) costs one statement
+        however many there are; the small LRU only spares a fan-out's next batches the re-read.
+        """
+        found: dict[int, bytes] = {}
+        missing = []
+        for i in ids:
+            if (cached := self.payloads.get(i)) is not None:
+                self.payloads.move_to_end(i)
+                found[i] = cached
+            else:
+                missing.append(i)
         if missing:
             for aid, payload in await conn.execute(
                 select(activities.c.id, activities.c.payload).where(activities.c.id.in_(missing))
             ):
-                self.payloads[aid] = serialize(payload)
+                found[aid] = self.payloads[aid] = serialize(payload)
         while len(self.payloads) > 64:
             self.payloads.popitem(last=False)
+        return found
 
     async def _skip_unavailable(self, rows: list[Claimed], down: set[str]) -> list[Claimed]:
         """Rows to unavailable domains fail at once, except one probe per host per day (any worker)."""
@@ -239,13 +253,10 @@ class Worker:
             headers = webhook.headers(row.body or "", self.settings.webhook_secret)
             post = self.client.post(row.inbox, body, content_type="application/json", headers=headers, signed=False)
         else:
-            payload = self.payloads.get(row.activity_id) if row.activity_id else None
-            if payload is None and row.activity_id:
+            payload = row.payload
+            if payload is None and row.activity_id:  # a row not claimed through claim() (tests, tools)
                 async with self.store.connect() as conn:
-                    # Read it back before any other await: the bounded cache may drop it while this
-                    # connection closes (many Accepts in flight, each its own activity).
-                    await self._load_payloads(conn, {row.activity_id})
-                    payload = self.payloads.get(row.activity_id)
+                    payload = (await self._load_payloads(conn, {row.activity_id})).get(row.activity_id)
             if payload is None:
                 return Outcome(row, "failed", None, "activity no longer exists", "failed")
             post = self.client.post(row.inbox, payload)

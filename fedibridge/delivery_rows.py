@@ -42,6 +42,7 @@ class Claimed:
     attempts: int
     claimed_at: float  # monotonic
     probe: bool = False
+    payload: bytes | None = None  # the activity's JSON, read with the batch (shared by every row of it)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from fedibridge import enqueue as queue
 from fedibridge.app import SERVICES
@@ -548,3 +548,37 @@ async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> N
     finally:
         for server in servers:
             await server.close()
+
+
+async def test_a_batch_of_accepts_reads_its_payloads_together(bridge: Bridge) -> None:
+    """Accepts are one activity each: a burst of 200 must not cost a SELECT per delivery (the bounded
+    payload cache holds 64), and every inbox gets exactly its own activity's bytes."""
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM activities" in statement:
+            reads.append(statement)
+
+    async with Inbox() as inbox:
+        n, now, ids = 200, utcnow(), []
+        event.listen(bridge.store.engine.sync_engine, "before_cursor_execute", count)
+        try:
+            async with bridge.store.begin() as conn:  # all queued at once, as a batch of follows queues them
+                for i in range(n):
+                    payload = create_payload(bridge, f"réponse {i} ✓")
+                    ids.append(int((await conn.execute(activities.insert().values(
+                        key=uuid.uuid4().hex, type="Create", object_id=payload["object"]["id"], payload=payload,
+                        in_outbox=False, published=now))).inserted_primary_key[0]))
+                    await queue.enqueue_to_inboxes(conn, ids[-1], [f"{inbox.url}/users/u{i}/inbox"], now)
+            bridge.app[SERVICES].wake.delivery.set()
+            for aid in ids:
+                await until_state(bridge, aid, "done", within=30)
+        finally:
+            event.remove(bridge.store.engine.sync_engine, "before_cursor_execute", count)
+        async with bridge.store.connect() as conn:
+            payloads = dict((await conn.execute(select(activities.c.id, activities.c.payload))).all())
+        by_content = {json.loads(body)["object"]["content"]: body for _, body in inbox.requests}
+        assert len(inbox.requests) == n
+        for i, aid in enumerate(ids):
+            assert by_content[f"<p>réponse {i} ✓</p>"] == serialize(payloads[aid])
+        assert len(reads) <= 10, f"{len(reads)} SELECTs of activities for {n} deliveries"
