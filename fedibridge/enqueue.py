@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .hosts import netloc_of
@@ -22,9 +22,13 @@ from .wakeup import announce
 
 
 async def follower_inboxes(conn: AsyncConnection) -> list[str]:
-    """Distinct targets: followers on one server share its shared inbox (one POST per server)."""
-    rows = await conn.execute(select(followers.c.inbox, followers.c.shared_inbox))
-    return sorted({r.shared_inbox or r.inbox for r in rows})
+    """Distinct targets: followers on one server share its shared inbox (one POST per server).
+
+    Deduplicated by the database: 10,000 followers on 1,000 servers are 1,000 rows read, not 10,000.
+    """
+    target = func.coalesce(func.nullif(followers.c.shared_inbox, ""), followers.c.inbox)
+    rows = await conn.execute(select(target).distinct())
+    return sorted(inbox for inbox in rows.scalars() if inbox)
 
 
 def delivery_rows(activity_id: int, inboxes: Iterable[str], now: datetime) -> list[dict[str, object]]:

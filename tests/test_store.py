@@ -96,17 +96,21 @@ async def test_enqueue_groups_followers_by_shared_inbox(database_url: str) -> No
                 {"actor_id": f"https://a.example/users/{i}", "inbox": f"https://a.example/users/{i}/inbox",
                  "shared_inbox": "https://a.example/inbox", "since": now} for i in range(5)
             ] + [{"actor_id": "https://b.example/u/solo", "inbox": "https://b.example/u/solo/inbox",
-                  "shared_inbox": None, "since": now}])
+                  "shared_inbox": None, "since": now},
+                 {"actor_id": "https://c.example/u/x", "inbox": "https://c.example/u/x/inbox",  # an empty one
+                  "shared_inbox": "", "since": now}])
             res = await conn.execute(activities.insert().values(key="k", type="Create", payload={}, published=now))
             activity_id = res.inserted_primary_key[0]
-            assert await follower_inboxes(conn) == ["https://a.example/inbox", "https://b.example/u/solo/inbox"]
-            assert await enqueue_to_followers(conn, activity_id, now) == 2
+            assert await follower_inboxes(conn) == ["https://a.example/inbox", "https://b.example/u/solo/inbox",
+                                                    "https://c.example/u/x/inbox"]
+            assert await enqueue_to_followers(conn, activity_id, now) == 3
             await enqueue_to_followers(conn, activity_id, now)  # idempotent
         async with store.connect() as conn:
             rows = (await conn.execute(select(deliveries).order_by(deliveries.c.inbox))).all()
         assert [(r.inbox, r.host, r.state) for r in rows] == [
             ("https://a.example/inbox", "a.example", "pending"),
             ("https://b.example/u/solo/inbox", "b.example", "pending"),
+            ("https://c.example/u/x/inbox", "c.example", "pending"),
         ]
     finally:
         await store.close()
