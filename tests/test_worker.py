@@ -104,6 +104,29 @@ async def test_finish_writes_each_rows_values_only_for_the_owner(database_url: s
         await store.close()
 
 
+async def test_finish_writes_a_batch_of_equal_outcomes_together_only_for_the_owner(database_url: str) -> None:
+    """1,200 rows finished alike (a handled batch) go out as UPDATE … IN (…) chunks, and the owner rule holds
+    for them as for single rows: a row whose lease passed to another worker is left to that worker."""
+    store = await Store.open(database_url)
+    try:
+        await _delivery_rows(store, 1_200)
+        many = Policy(lease=timedelta(minutes=5), batch=1_200, max_attempts=3, retry=float)
+        mine = await claim(store, DELIVERIES, many, "host:1:a")
+        async with store.begin() as conn:  # the lease of the last row passed to another worker
+            await conn.execute(deliveries.update().where(deliveries.c.id == mine[-1].id).values(locked_by="host:2:b"))
+        outcomes = [Finish(r.id, {"state": "done", "last_status": 202}) for r in mine]
+        outcomes[5] = Finish(mine[5].id, {"state": "failed", "last_status": 404})
+        async with store.begin() as conn:
+            await finish(conn, DELIVERIES, "host:1:a", outcomes, last_attempt_at=utcnow())
+        rows = await _all(store, deliveries)
+        assert [r.state for r in rows[:-1]].count("done") == 1_198
+        assert (rows[5].state, rows[5].last_status) == ("failed", 404)
+        assert all(r.locked_by is None and r.last_attempt_at for r in rows[:-1])
+        assert (rows[-1].state, rows[-1].locked_by, rows[-1].last_status) == ("pending", "host:2:b", None)
+    finally:
+        await store.close()
+
+
 async def test_release_makes_rows_due_now_and_uncounts_the_claim(database_url: str) -> None:
     store = await Store.open(database_url)
     try:
