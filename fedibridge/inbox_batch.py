@@ -13,6 +13,7 @@ depends on this path.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,8 +183,8 @@ async def _write_replies(conn: AsyncConnection, services: Services, batch: _Batc
         select(comments.c.ap_id, comments.c.status).where(comments.c.ap_id.in_(values)))}
     for row, note, _ in replies:
         batch.done[row.id] = f"comment_{statuses[note.id]}"
-    for ap_id in inserted:
-        services.metrics.inc(COMMENT_METRIC, status=values[ap_id]["status"], visibility=values[ap_id]["visibility"])
+    for (status, visibility), n in Counter((values[a]["status"], values[a]["visibility"]) for a in inserted).items():
+        services.metrics.inc(COMMENT_METRIC, n, status=status, visibility=visibility)
     if settings.webhook_url and inserted:
         for r in await conn.execute(select_comments().where(comments.c.ap_id.in_(inserted)).order_by(comments.c.id)):
             await emit_event(conn, settings, "comment.created", comment_from_row(r), now)

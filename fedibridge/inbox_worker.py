@@ -8,6 +8,7 @@ idempotent: a crash after a handler ran but before the row was marked done runs 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -112,11 +113,14 @@ def handler(services: Services) -> BatchHandler:
         outcomes: list[Finish] = []
         groups = related(rows)
         done, rest = await _batched(services, [g[0] for g in groups if len(g) == 1])
+        counts: Counter[tuple[str, str]] = Counter()
         for row in rows:
             if row.id in done:
-                services.metrics.inc(METRIC, type=bounded(row.type, HANDLERS), outcome=done[row.id])
+                counts[(row.type, done[row.id])] += 1
                 outcomes.append(Finish(row.id, {"state": "done", "error": None if done[row.id] != "ignored"
                                                 else "ignored"}))
+        for (kind, outcome), n in counts.items():  # one increment per label set, not per row
+            services.metrics.inc(METRIC, n, type=bounded(kind, HANDLERS), outcome=outcome)
         groups = _capped([g for g in groups if len(g) > 1] + [[row] for row in rest], PER_ROW)
 
         async def in_order(mine: list[Any]) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
 from fedibridge import inbox_worker, moderation
+from fedibridge.comments import METRIC as COMMENT_METRIC
 from fedibridge.comments import set_status
 from fedibridge.store import utcnow
 from fedibridge.tables import activities, articles, comments, deliveries, followers, inbox_items, reactions
@@ -172,6 +173,9 @@ async def test_batched_handling_equals_per_row(make_bridge: BridgeFactory, other
         assert batched == per_row
         metric = inbox_worker.METRIC
         assert two.services.metrics._counters[metric] == one.services.metrics._counters[metric]
+        assert max(one.services.metrics._counters[metric].values()) > 1  # counted per label set, not per row
+        created = two.services.metrics._counters[COMMENT_METRIC]
+        assert created == one.services.metrics._counters[COMMENT_METRIC] and sum(created.values()) >= 8
 
         # The batch really took the batched path: its new comments were written by one statement.
         singles = [r4["id"], h1["id"], h2["id"]]
