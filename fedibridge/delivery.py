@@ -53,8 +53,7 @@ SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (t
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
-BUSY_RATE = 40.0  # …while it accepts at least this many activities a second…
-BUSY_WINDOW = 0.25  # …measured over windows of at least this many seconds
+BUSY_RATE = 40.0  # …while it accepts at least this many activities a second (services.Wakeups.accept_rate)
 _T = TypeVar("_T")
 
 # Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
@@ -79,7 +78,6 @@ class Worker:
         # Role all: this process's inbox. While it accepts, a 202 needs the event loop now and deliveries
         # can wait a little (as the inbox worker does): fewer are started until it is quiet again.
         self.pulse = pulse
-        self.window_start, self.window_count, self.busy = time.monotonic(), 0, False
         # A claimed row is another worker's again after this (the only recovery for other machines' workers).
         self.lease = timedelta(seconds=getattr(settings, "delivery_lease_seconds", LEASE.total_seconds()))
         # Mastodon-like retries over ~2 days; a Retry-After is honoured, never under a second.
@@ -123,16 +121,9 @@ class Worker:
         await wait_event(self.wake, timeout)
 
     def _inbox_busy(self) -> bool:
-        """Whether this process's inbox accepted at least BUSY_RATE activities a second over the last window
-        (role all): a burst, whose 202s need the event loop now. A trickle leaves deliveries at full speed."""
-        if self.pulse is None:
-            return False
-        now = time.monotonic()
-        elapsed = now - self.window_start
-        if elapsed >= BUSY_WINDOW:
-            self.busy = (self.pulse.accepted - self.window_count) / elapsed >= BUSY_RATE
-            self.window_start, self.window_count = now, self.pulse.accepted
-        return self.busy
+        """Whether this process's inbox takes at least BUSY_RATE activities a second right now (role all): a
+        burst, whose 202s need the event loop now. A trickle leaves deliveries at full speed."""
+        return self.pulse is not None and self.pulse.accept_rate() >= BUSY_RATE
 
     async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run a transaction that cancellation cannot cut in half (a half-done SQLite write keeps the lock)."""

@@ -8,6 +8,7 @@ This module imports the classes it holds for typing only: importing it loads not
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .vocab import Site
 
 Role = Literal["all", "web", "worker"]
+RATE_WINDOW = 0.25  # seconds: the slots the inbox's accept rate is counted in (Wakeups.accept_rate)
 # An inbox activity handler: (services, activity, verified sender) → outcome label, or None when not its business.
 Handler = Callable[["Services", dict[str, Any], str], Awaitable[str | None]]
 
@@ -44,6 +46,30 @@ class Wakeups:
     delivery: asyncio.Event = field(default_factory=asyncio.Event)
     webhook: asyncio.Event = field(default_factory=asyncio.Event)
     accepted: int = 0
+    # Accepts per RATE_WINDOW-second slot of the monotonic clock: this slot's so far, and the one before.
+    _slot: int = 0
+    _in_slot: int = 0
+    _in_previous: int = 0
+
+    def accept(self) -> None:
+        """Count one activity this process's inbox stored (role all: the workers yield to a burst)."""
+        self.accepted += 1
+        slot = int(time.monotonic() / RATE_WINDOW)
+        if slot != self._slot:
+            self._in_previous = self._in_slot if slot == self._slot + 1 else 0
+            self._slot, self._in_slot = slot, 0
+        self._in_slot += 1
+
+    def accept_rate(self) -> float:
+        """Accepts a second over the last RATE_WINDOW seconds or so: the busier of the slot under way and the
+        one before it, so a burst counts from its first quarter second and an old one is forgotten within
+        two slots (an average since some earlier moment would dilute a burst after a quiet spell)."""
+        slot = int(time.monotonic() / RATE_WINDOW)
+        if slot == self._slot:
+            return max(self._in_slot, self._in_previous) / RATE_WINDOW
+        if slot == self._slot + 1:
+            return self._in_slot / RATE_WINDOW
+        return 0.0
 
 
 @dataclass(eq=False)

@@ -582,3 +582,20 @@ async def test_a_batch_of_accepts_reads_its_payloads_together(bridge: Bridge) ->
         for i, aid in enumerate(ids):
             assert by_content[f"<p>réponse {i} ✓</p>"] == serialize(payloads[aid])
         assert len(reads) <= 10, f"{len(reads)} SELECTs of activities for {n} deliveries"
+
+
+async def test_the_inbox_accept_rate_counts_the_last_quarter_seconds_only() -> None:
+    """A burst after a quiet spell counts at once (an average since the last look would dilute it: deliveries
+    then went on at full share during the burst), and it is forgotten within two quarter-second slots."""
+    from fedibridge.services import Wakeups
+
+    wake = Wakeups()
+    assert wake.accept_rate() == 0.0
+    wake.accept()  # one activity, then a quiet spell
+    await asyncio.sleep(0.6)
+    assert wake.accept_rate() == 0.0
+    for _ in range(20):  # 20 within one slot: at least 80 a second
+        wake.accept()
+    assert wake.accept_rate() >= 40.0 and wake.accepted == 21
+    await asyncio.sleep(0.55)  # two slots later
+    assert wake.accept_rate() == 0.0

@@ -154,7 +154,7 @@ async def _receive(request: web.Request) -> tuple[str, str]:
     if activity["type"] in ("Update", "Delete") and ref_id(activity.get("object")) == actor_id:
         await _identity_changed(app, actor_id)
     wake = app[SERVICES].wake
-    wake.accepted += 1  # role all: the inbox worker steps aside while this grows
+    wake.accept()  # role all: the workers step aside while the inbox takes a burst
     wake.inbox.set()
     return "accepted", "accepted"
 
