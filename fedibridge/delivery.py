@@ -244,13 +244,9 @@ class Worker:
             headers = webhook.headers(row.body or "", self.settings.webhook_secret)
             post = self.client.post(row.inbox, body, content_type="application/json", headers=headers, signed=False)
         else:
-            payload = row.payload
-            if payload is None and row.activity_id:  # a row not claimed through claim() (tests, tools)
-                async with self.store.connect() as conn:
-                    payload = (await self._load_payloads(conn, {row.activity_id})).get(row.activity_id)
-            if payload is None:
+            if row.payload is None:  # its activity was deleted (with this row) between the claim and its read
                 return Outcome(row, "failed", None, "activity no longer exists", "failed")
-            post = self.client.post(row.inbox, payload)
+            post = self.client.post(row.inbox, row.payload)
         try:
             resp = await post
         except FetchError as exc:

@@ -74,16 +74,22 @@ async def enqueue(bridge: Bridge, inboxes: list[str], payload: dict[str, Any] | 
                   **row: Any) -> int:
     """Store an activity and its delivery rows the way publishing does, then wake the worker."""
     payload = payload or create_payload(bridge)
-    now = utcnow()
     async with bridge.store.begin() as conn:
-        result = await conn.execute(activities.insert().values(
-            key=uuid.uuid4().hex, type=payload["type"], object_id=payload["object"]["id"], payload=payload,
-            in_outbox=True, published=now))
-        aid = int(result.inserted_primary_key[0])
-        await queue.enqueue_to_inboxes(conn, aid, inboxes, now)
+        aid = await insert_activity(conn, payload, inboxes)
         if row:
             await conn.execute(update(deliveries).where(deliveries.c.activity_id == aid).values(**row))
     bridge.app[SERVICES].wake.delivery.set()
+    return aid
+
+
+async def insert_activity(conn: Any, payload: dict[str, Any], inboxes: list[str]) -> int:
+    """Store an activity and its delivery rows in the caller's transaction, as publishing does."""
+    now = utcnow()
+    result = await conn.execute(activities.insert().values(
+        key=uuid.uuid4().hex, type=payload["type"], object_id=payload["object"]["id"], payload=payload,
+        in_outbox=True, published=now))
+    aid = int(result.inserted_primary_key[0])
+    await queue.enqueue_to_inboxes(conn, aid, inboxes, now)
     return aid
 
 
@@ -560,16 +566,13 @@ async def test_a_batch_of_accepts_reads_its_payloads_together(bridge: Bridge) ->
             reads.append(statement)
 
     async with Inbox() as inbox:
-        n, now, ids = 200, utcnow(), []
+        n, ids = 200, []
         event.listen(bridge.store.engine.sync_engine, "before_cursor_execute", count)
         try:
             async with bridge.store.begin() as conn:  # all queued at once, as a batch of follows queues them
                 for i in range(n):
-                    payload = create_payload(bridge, f"réponse {i} ✓")
-                    ids.append(int((await conn.execute(activities.insert().values(
-                        key=uuid.uuid4().hex, type="Create", object_id=payload["object"]["id"], payload=payload,
-                        in_outbox=False, published=now))).inserted_primary_key[0]))
-                    await queue.enqueue_to_inboxes(conn, ids[-1], [f"{inbox.url}/users/u{i}/inbox"], now)
+                    ids.append(await insert_activity(conn, create_payload(bridge, f"réponse {i} ✓"),
+                                                     [f"{inbox.url}/users/u{i}/inbox"]))
             bridge.app[SERVICES].wake.delivery.set()
             for aid in ids:
                 await until_state(bridge, aid, "done", within=30)
@@ -599,3 +602,4 @@ async def test_the_inbox_accept_rate_counts_the_last_quarter_seconds_only() -> N
     assert wake.accept_rate() >= 40.0 and wake.accepted == 21
     await asyncio.sleep(0.55)  # two slots later
     assert wake.accept_rate() == 0.0
+

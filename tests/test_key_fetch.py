@@ -8,6 +8,8 @@ second knock, and their later key fetches are signed at once. Real servers on lo
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import Bridge, BridgeFactory
 from .remote import RemoteAccount, RemoteInstance
 from .test_comment_flows import deliver, public, publish
@@ -23,29 +25,22 @@ async def reply(bridge: Bridge, remote: RemoteInstance, acct: RemoteAccount, art
     await deliver(bridge, remote, acct, remote.create(acct, remote.note(acct, text, article_id)))
 
 
-async def test_a_public_server_gets_one_unsigned_fetch_per_actor(make_bridge: BridgeFactory) -> None:
-    async with RemoteInstance() as masto:
+@pytest.mark.parametrize(("secure", "expected"), [
+    # a public server: its key and its profile, in one unsigned GET
+    (False, [("/users/alice", False)]),
+    # Mastodon in secure mode: the unsigned GET got the restricted document, enough for the key, not for
+    # showing who wrote; the author's whole document came from a signed GET
+    (True, [("/users/alice", False), ("/users/alice", True)]),
+], ids=["public", "mastodon-secure-mode"])
+async def test_a_mastodon_actor_is_fetched_unsigned_first(
+        make_bridge: BridgeFactory, secure: bool, expected: list[tuple[str, bool]]) -> None:
+    async with RemoteInstance(authorized_fetch=secure) as masto:
         bridge = await make_bridge(moderation="open")
         article_id = await publish(bridge)
         alice = masto.add_actor("alice", "mastodon", name="Alice Lefèvre")
         await reply(bridge, masto, alice, article_id, "<p>Très juste « merci » ☕</p>")
 
-        assert gets_of(masto, alice) == [("/users/alice", False)]  # its key and its profile, in one GET
-        [comment] = (await public(bridge))["comments"]
-        assert comment["author"]["name"] == "Alice Lefèvre"
-        assert comment["author"]["avatar"] == f"{masto.base}/avatars/alice.png"
-
-
-async def test_mastodon_secure_mode_restricted_actor_is_refetched_signed(make_bridge: BridgeFactory) -> None:
-    async with RemoteInstance(authorized_fetch=True) as masto:
-        bridge = await make_bridge(moderation="open")
-        article_id = await publish(bridge)
-        alice = masto.add_actor("alice", "mastodon", name="Alice Lefèvre")
-        await reply(bridge, masto, alice, article_id, "<p>Très juste « merci » ☕</p>")
-
-        # The unsigned GET got the restricted document: enough for the key, not for showing who wrote.
-        # The author's whole document came from a signed GET.
-        assert gets_of(masto, alice) == [("/users/alice", False), ("/users/alice", True)]
+        assert gets_of(masto, alice) == expected
         [comment] = (await public(bridge))["comments"]
         assert comment["author"]["name"] == "Alice Lefèvre"
         assert comment["author"]["avatar"] == f"{masto.base}/avatars/alice.png"
