@@ -8,8 +8,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,7 +178,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if changes:
         settings = settings.replace(**changes)
     _setup_logging(settings.log_level)
-    return asyncio.run(_serve(settings, args.role))
+    code = asyncio.run(_serve(settings, args.role))
+    _exit_past_stuck_threads(code)
+    return code
+
+
+EXIT_WAIT_SECONDS = 1.0  # a thread still busy this long after the stop is blocked, not finishing
 
 
 def _reachable_by_the_fediverse(settings: config.Settings) -> bool:
@@ -245,7 +253,45 @@ async def _serve(settings: config.Settings, role: str) -> int:
         logging.getLogger(__name__).info("shutting down")
     finally:
         await runner.cleanup()
+    await _settle_or_exit(0)
     return 0
+
+
+async def _settle_or_exit(code: int) -> None:
+    """Give tasks left after the stop (a write cut off by its bound) a moment to end, then exit without them.
+
+    Such a task may wait on a database call blocked in its thread (SQLite's busy wait lasts up to 30 s while
+    another process holds the write lock): `asyncio.run` would wait for it, and Python's exit for that thread.
+    What the stop could not record or hand back returns when its lease expires; the README promises 10 s.
+    """
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current]
+    for task in left:
+        task.cancel()
+    if left:
+        _, pending = await asyncio.wait(left, timeout=EXIT_WAIT_SECONDS)
+        if pending:
+            _exit_now(code, f"{len(pending)} task(s) still waiting on the database")
+
+
+def _exit_past_stuck_threads(code: int) -> None:
+    """After the loop: a database call still blocked in its thread would hold Python's exit (see above)."""
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+             and t.is_alive()]
+    if stuck:
+        _exit_now(code, f"{len(stuck)} database thread(s) still blocked")
+
+
+def _exit_now(code: int, why: str) -> None:
+    logging.getLogger(__name__).warning("exiting without waiting: %s (a database locked by another process?)", why)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 WEB_SHUTDOWN_SECONDS = 2.0  # an inbox request is answered within milliseconds once its batch is written

@@ -50,6 +50,7 @@ POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (services.wake.delive
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (the whole stop: ≤ 10 s)
+RECORD_SECONDS = 1.0  # then their outcomes get this long to be written, and the rest handed back
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
@@ -332,12 +333,21 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        # Recorded within what is left of the stop's 8 s (the web's 2 s come first): a database locked by
+        # another writer waits out its busy timeout (30 s), and must not hold the whole stop up.
+        recording = asyncio.ensure_future(self._record_on_stop())
+        done, _ = await asyncio.wait([recording], timeout=max(0.5, deadline + RECORD_SECONDS - time.monotonic()))
+        if not done:
+            log.warning("could not record deliveries on shutdown in time; their leases will expire (a few posts may "
+                        "be sent twice, which servers ignore)")
+        self.claimed.clear()
+
+    async def _record_on_stop(self) -> None:
         try:
             await self.flush()
             await self._release(list(self.claimed))
         except Exception:
             log.exception("could not record deliveries on shutdown; their leases will expire")
-        self.claimed.clear()
 
 
 async def run(services: Services) -> None:

@@ -29,7 +29,7 @@ from .store import Store, utcnow, wait_event
 from .wakeup import listen
 
 log = logger(__name__)  # arguments escaped and redacted (logsafe)
-STOP_WAIT_SECONDS = 4.0  # a stop waits this long for a claim in flight, then again to hand back its rows
+STOP_WAIT_SECONDS = 4.0  # a stop waits this long for a claim or a batch in flight, then again to hand back rows
 
 
 @dataclass(frozen=True)
@@ -271,11 +271,42 @@ class Worker:
         if not rows:
             return 0
         self.held.update(r.id for r in rows)
-        outcomes = await self.handler(rows)
+        handling = asyncio.ensure_future(self.handler(rows))
+        try:
+            outcomes = await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            await self._end_on_stop(handling)
+            raise
+        await self._record(outcomes)
+        return len(rows)
+
+    async def _end_on_stop(self, handling: asyncio.Future[list[Finish]]) -> None:
+        """A stop arrived mid-batch: let the batch end and record it (bounded), rather than cut it anywhere.
+
+        A handler cancelled inside a write transaction can leave that connection holding SQLite's lock while
+        the process closes (seen once in CI: the stop then overran its bound). A batch is usually done within
+        a second; one still waiting on slow remotes near the end of STOP_WAIT_SECONDS is cancelled, and
+        `stop()` hands its rows back.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WAIT_SECONDS
+        await asyncio.wait([handling], timeout=STOP_WAIT_SECONDS - 1.0)
+        if not handling.done():
+            handling.cancel()
+            await asyncio.wait([handling], timeout=1.0)
+            return
+        if handling.cancelled() or handling.exception() is not None:
+            return
+        outcomes = handling.result()
+        writing = asyncio.ensure_future(self._finish(outcomes))
+        await asyncio.wait([writing], timeout=max(0.1, deadline - loop.time()))  # a locked database: bounded
+        if writing.done() and not writing.cancelled() and writing.exception() is None:
+            self.held.difference_update(o.id for o in outcomes)
+
+    async def _record(self, outcomes: list[Finish]) -> None:
         writing = asyncio.ensure_future(self._finish(outcomes))
         await asyncio.shield(writing)  # a stop must not cut the batch's one transaction in half
         self.held.difference_update(o.id for o in outcomes)
-        return len(rows)
 
     async def _finish(self, outcomes: list[Finish]) -> None:
         if outcomes:

@@ -3,27 +3,47 @@
 SIGTERM: the stop takes at most the README's 10 s and hands back the inbox rows it had claimed, so the
 restarted process turns every accepted reply into a comment within seconds (not after a 5-minute lease).
 SIGKILL: nothing answered 202 is lost, and the restarted process accepts again.
+A SIGTERM while a batch waits on a slow remote lets that batch end and be recorded, within the bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
-from fedibridge.store import Store, utcnow
+from fedibridge.store import Store, sqlite_path, utcnow
 from fedibridge.tables import comments, inbox_items
 from tests.conftest import free_port, pem_private, wait_for
 from tests.faults import ReplyStream, serve, serve_env
-from tests.remote import RemoteInstance
+from tests.remote import RemoteInstance, add_followers
 
 TOKEN = "faults-test-token"
 STOP_BOUND = 10.0  # seconds, the README's promise for a SIGTERM
+SLOW = 1.5  # seconds a slow server takes to answer a GET of a status
+
+
+@dataclass
+class _SlowStatuses(RemoteInstance):
+    """A server whose statuses answer after SLOW seconds; `asked` is set at the first such GET."""
+
+    asked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and "/statuses/" in request.path:
+            self.asked.set()
+            await asyncio.sleep(SLOW)
+        return await super()._handle(request)
 
 
 async def _publish(port: int) -> str:
@@ -137,6 +157,103 @@ async def test_sigkill_mid_burst_loses_no_accepted_reply_and_accepts_again(
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_sigterm_lets_the_batch_in_hand_end_and_records_it(
+        tmp_path: Path, database_url: str, rsa_key: rsa.RSAPrivateKey) -> None:
+    """The handler is not cut mid-batch (a cut inside a write transaction can hold SQLite's lock through the
+    stop): a reply whose unknown parent is being fetched from a slow server is a comment when the process
+    has exited, and the stop stays within its bound."""
+    port = free_port()
+    env = serve_env(tmp_path, pem_private(rsa_key), database_url, port, TOKEN)
+    log = tmp_path / "server.log"
+    proc = await serve(tmp_path, env, log)
+    store = await Store.open(database_url, migrate=False)
+    try:
+        article = await _publish(port)
+        async with _SlowStatuses() as remote:
+            alice = remote.add_actor("alice")
+            parent = remote.note(alice, "<p>Premier avis « mitigé »</p>", in_reply_to=article)
+            remote.objects[parent["id"]] = parent
+            reply = remote.note(alice, "<p>Je me réponds : finalement, j’aime bien 👍</p>", in_reply_to=parent["id"])
+            status, text = await remote.send(alice, f"http://127.0.0.1:{port}/inbox", remote.create(alice, reply))
+            assert status == 202, text
+            await asyncio.wait_for(remote.asked.wait(), 20)  # the worker is fetching the parent right now
+            proc.send_signal(signal.SIGTERM)
+            stopping = time.monotonic()
+            await asyncio.wait_for(proc.wait(), 30)
+            took = time.monotonic() - stopping
+        assert proc.returncode == 0, f"exit {proc.returncode}; see {log}"
+        assert took <= STOP_BOUND, f"SIGTERM took {took:.1f} s"
+        assert {reply["id"], parent["id"]} <= await _comments(store), "the batch in hand was cut by the stop"
+        assert await _leased(store) == 0
+    finally:
+        await store.close()
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+@asynccontextmanager
+async def _write_lock(database_url: str, store: Store) -> AsyncIterator[None]:
+    """Another process holding the database's write lock (a CLI command, an admin's script, a migration)."""
+    path = sqlite_path(database_url)
+    if path is not None:
+        con = sqlite3.connect(path, timeout=10, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            con.rollback()
+            con.close()
+        return
+    async with store.begin() as conn:
+        await conn.execute(text("LOCK TABLE deliveries IN EXCLUSIVE MODE"))
+        yield
+
+
+async def test_sigterm_while_another_process_holds_the_write_lock_stays_within_bound(
+        tmp_path: Path, database_url: str, rsa_key: rsa.RSAPrivateKey) -> None:
+    """A delivery in flight when SIGTERM comes and the database locked by someone else: recording its outcome
+    cannot finish, and must not hold the stop (SQLite's busy wait alone lasts 30 s). Nothing is lost: the
+    next start sends that delivery again (servers ignore the duplicate: same activity id)."""
+    port = free_port()
+    env = serve_env(tmp_path, pem_private(rsa_key), database_url, port, TOKEN)
+    log = tmp_path / "server.log"
+    posted = asyncio.Event()
+
+    async def slow_inbox(_: object) -> int:
+        posted.set()
+        await asyncio.sleep(1.0)
+        return 202
+
+    async with RemoteInstance(inbox_status=slow_inbox) as remote:
+        await add_followers(database_url, [remote], 1)
+        proc = await serve(tmp_path, env, log)
+        store = await Store.open(database_url, migrate=False)
+        try:
+            await _publish(port)
+            await asyncio.wait_for(posted.wait(), 20)  # the worker is posting the article right now
+            async with _write_lock(database_url, store):
+                proc.send_signal(signal.SIGTERM)
+                stopping = time.monotonic()
+                await asyncio.wait_for(proc.wait(), 30)
+                took = time.monotonic() - stopping
+            assert proc.returncode == 0, f"exit {proc.returncode}; see {log}"
+            assert took <= STOP_BOUND, f"SIGTERM took {took:.1f} s"
+            assert len(remote.received_of("Create")) == 1
+
+            proc = await serve(tmp_path, env, log)
+
+            async def sent_again() -> bool:
+                return len(remote.received_of("Create")) == 2
+
+            await wait_for(sent_again, 20, 0.1)
+        finally:
+            await store.close()
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(proc.wait(), 30)
 
 
 async def _at_least(stream: ReplyStream, n: int) -> bool:
