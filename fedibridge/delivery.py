@@ -58,7 +58,7 @@ BUSY_RATE = 40.0  # …while it accepts at least this many activities a second (
 _T = TypeVar("_T")
 
 # Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
-QUEUE = Queue(deliveries, order=("next_attempt_at", "id"), owned=True,
+QUEUE = Queue(deliveries, order=("next_attempt_at", "id"), owned=True, index="ix_deliveries_pending",
               columns=("id", "activity_id", "kind", "inbox", "host", "body", "attempts"))
 
 

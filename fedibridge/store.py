@@ -131,6 +131,7 @@ class Store:
         engine = create_async_engine(sqlalchemy_url(database_url), **kwargs)
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", sqlite_pragmas)
+            engine.dialect.statement_compiler = _sqlite_compiler(engine.dialect.statement_compiler)
         store = cls(engine, database_url)
         try:
             async with engine.connect() as conn:
@@ -191,6 +192,18 @@ class Store:
                 leases.update().where(leases.c.name == name).values(owner=owner, expires_at=now + ttl)
             )
             return True
+
+
+def _sqlite_compiler(base: Any) -> Any:
+    """SQLite's statement compiler, rendering `with_hint(table, "INDEXED BY …", "sqlite")` (SQLAlchemy drops
+    table hints on SQLite). A claim names its partial index so: without statistics SQLite's planner prefers
+    another index and sorts the whole backlog, or scans the whole table (worker.claim)."""
+
+    class SQLiteCompiler(base):  # type: ignore[misc]
+        def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+            return text if text and text.startswith("INDEXED BY ") else None
+
+    return SQLiteCompiler
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -38,6 +39,11 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+# A queue row waiting for a worker: the predicate of the partial indexes below. Queries meant to use them
+# spell 'pending' out (worker.Queue.due): neither PostgreSQL's generic plans nor SQLite match an index's
+# WHERE against a bound parameter.
+PENDING = text("state = 'pending'")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -136,6 +142,8 @@ deliveries = Table(
     Column("finished_at", UTCDateTime),
     UniqueConstraint("activity_id", "inbox", name="uq_deliveries_activity_inbox"),
     Index("ix_deliveries_due", "state", "next_attempt_at"),
+    # The claim's order, pending rows only: a claim reads its batch, not the whole backlog (worker.claim).
+    Index("ix_deliveries_pending", "next_attempt_at", "id", sqlite_where=PENDING, postgresql_where=PENDING),
     Index("ix_deliveries_host", "host"),
 )
 
@@ -177,6 +185,7 @@ inbox_items = Table(
     Column("locked_by", Text),  # the worker holding the lease (a dead local one's rows are reaped at once)
     Column("error", Text),
     Index("ix_inbox_items_due", "state", "next_attempt_at"),
+    Index("ix_inbox_items_pending", "id", sqlite_where=PENDING, postgresql_where=PENDING),  # as ix_deliveries_pending
 )
 
 comments = Table(

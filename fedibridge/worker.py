@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .health import Backoff, Health, describe
@@ -60,10 +60,13 @@ class Queue:
     owned: bool = False  # rows record their owner (`locked_by`): finish/release touch only ours, dead owners reaped
     count_on_claim: bool = False  # attempts counted when claimed (a handler may take the process down with it)
     columns: tuple[str, ...] = ()  # what a claim returns; empty: every column
+    index: str | None = None  # a partial index of pending rows in `order` (tables.PENDING): claims read it
 
     def due(self, now: datetime) -> Any:
         c = self.table.c
-        return and_(c.state == "pending", c.next_attempt_at <= now,
+        # 'pending' spelled out, not bound: only then do PostgreSQL's generic plans and SQLite use the
+        # partial indexes of pending rows (tables.PENDING), and a claim reads its batch, not the backlog.
+        return and_(c.state == literal_column("'pending'"), c.next_attempt_at <= now,
                     or_(c.locked_until.is_(None), c.locked_until < now))
 
 
@@ -90,22 +93,46 @@ async def claim(store: Store, queue: Queue, policy: Policy, owner: str, now: dat
     """
     now = now or utcnow()
     c = queue.table.c
-    pick = (select(c.id).where(queue.due(now)).order_by(*(c[name] for name in queue.order))
-            .limit(limit or policy.batch))
-    if store.is_postgres:
-        pick = pick.with_for_update(skip_locked=True)
-    elif not await store.has_rows(select(c.id).where(queue.due(now))):
+    if not store.is_postgres and not await store.has_rows(select(c.id).where(queue.due(now))):
         return []
+    picked = pick(queue, now, limit or policy.batch, postgres=store.is_postgres)
     values: dict[str, Any] = {"locked_until": now + policy.lease}
     if queue.owned:
         values["locked_by"] = owner
     if queue.count_on_claim:
         values["attempts"] = c.attempts + 1
     returning = [c[name] for name in queue.columns] if queue.columns else list(c)
-    stmt = update(queue.table).where(c.id.in_(pick.scalar_subquery())).values(**values).returning(*returning)
+    stmt = update(queue.table).where(c.id.in_(picked.scalar_subquery())).values(**values).returning(*returning)
     async with store.begin() as conn:
+        await prefer_index_order(conn)
         rows = (await conn.execute(stmt)).all()
     return sorted(rows, key=lambda r: r.id)
+
+
+async def prefer_index_order(conn: AsyncConnection) -> None:
+    """For this transaction, PostgreSQL reads a claim's batch in its partial index's order rather than sorting.
+
+    A queue table filled by a burst has no statistics until autovacuum's next ANALYZE: the planner then takes
+    the pending rows for a few dozen and sorts them all, 39 ms per claim of 1,000 behind 40,000 (1.5 ms by the
+    index). Statement-local (SET LOCAL), so no other query's plans change.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET LOCAL enable_sort = off"))
+
+
+def pick(queue: Queue, now: datetime, limit: int, *, postgres: bool) -> Any:
+    """The ids a claim leases: up to `limit` due rows in the queue's order, read from its partial index of
+    pending rows, so a claim costs its batch, not the backlog (a 40,000-row backlog cost 28 ms per claim on
+    PostgreSQL and 25 ms on SQLite, sorted whole each time; 1-2 ms by the index)."""
+    c = queue.table.c
+    stmt = select(c.id).where(queue.due(now)).order_by(*(c[name] for name in queue.order)).limit(limit)
+    if postgres:
+        return stmt.with_for_update(skip_locked=True)  # in index order, see prefer_index_order
+    if queue.index:
+        # SQLite without statistics prefers the (state, next_attempt_at) index and sorts every pending row,
+        # or after ANALYZE scans the table from its first (long finished) row.
+        stmt = stmt.with_hint(queue.table, f"INDEXED BY {queue.index}", "sqlite")
+    return stmt
 
 
 def _owned_by(queue: Queue, owner: str) -> list[Any]:
