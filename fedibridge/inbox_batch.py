@@ -179,8 +179,10 @@ async def _write_replies(conn: AsyncConnection, services: Services, batch: _Batc
         values[note.id] = comment_row(note, article_id, parent_id, author, status, now)
     result = await conn.execute(insert_ignore(conn, comments).returning(comments.c.ap_id), list(values.values()))
     inserted = set(result.scalars())
-    statuses = {r.ap_id: r.status for r in await conn.execute(
-        select(comments.c.ap_id, comments.c.status).where(comments.c.ap_id.in_(values)))}
+    statuses = {a: values[a]["status"] for a in inserted}
+    if len(inserted) < len(values):  # stored meanwhile by another worker or a re-run: read what it decided
+        others = select(comments.c.ap_id, comments.c.status).where(comments.c.ap_id.in_(set(values) - inserted))
+        statuses.update({r.ap_id: r.status for r in await conn.execute(others)})
     for row, note, _ in replies:
         batch.done[row.id] = f"comment_{statuses[note.id]}"
     for (status, visibility), n in Counter((values[a]["status"], values[a]["visibility"]) for a in inserted).items():
