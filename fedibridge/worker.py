@@ -114,7 +114,7 @@ async def prefer_index_order(conn: AsyncConnection) -> None:
 
     A queue table filled by a burst has no statistics until autovacuum's next ANALYZE: the planner then takes
     the pending rows for a few dozen and sorts them all, 39 ms per claim of 1,000 behind 40,000 (1.5 ms by the
-    index). Statement-local (SET LOCAL), so no other query's plans change.
+    index). Transaction-local (SET LOCAL), so no other query's plans change.
     """
     if conn.dialect.name == "postgresql":
         await conn.execute(text("SET LOCAL enable_sort = off"))
