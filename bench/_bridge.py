@@ -195,6 +195,41 @@ class Bare:
                 self.proc.wait()
 
 
+def cpu_seconds(pids: list[int], postgres_db: str | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by `pids`, and by the PostgreSQL backends of `postgres_db`
+    (processes titled `postgres: … <db> …`). Two samples' difference is what a phase cost: how a run uses
+    the machine's cores, e.g. whether two workers and PostgreSQL saturate them."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: str) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    out = {"workers": 0.0, "postgres": 0.0}
+    for pid in pids:
+        try:
+            out["workers"] += used(str(pid))
+        except OSError:
+            pass
+    if postgres_db:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if title.startswith("postgres: ") and f" {postgres_db} " in title:
+                    out[f"postgres:{pid}"] = used(pid)
+            except OSError:
+                pass
+    return out
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """'workers 111 %, PostgreSQL 50 % of 200 %' between two cpu_seconds() samples."""
+    pg = sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith("postgres:"))
+    workers = after["workers"] - before["workers"]
+    return (f"workers {100 * workers / seconds:.0f} %, PostgreSQL {100 * pg / seconds:.0f} % "
+            f"of {100 * (os.cpu_count() or 1)} %")
+
+
 async def publish(session: aiohttp.ClientSession, bridge: Bridge, slug: str = "bench") -> str:
     """Publish an article through the admin API (as a blog would); its ActivityPub id."""
     doc = {"title": "Bench", "url": f"http://blog.test/{slug}/", "content": "<p>x</p>", "slug": slug}

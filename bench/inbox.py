@@ -36,6 +36,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -48,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._bridge import (  # noqa: E402
     Bare,
     Bridge,
+    cpu_seconds,
+    cpu_split,
     free_port,
     loopback_hosts,
     publish,
@@ -305,11 +308,15 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
                 spawned = [await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fedibridge", "serve", "--role", "worker", cwd=bridge.dir,
                     env=bridge.env(), stdout=asyncio.subprocess.DEVNULL) for _ in range(workers)]
+            database = urlsplit(database_url).path.lstrip("/") if database_url else None
+            cpu_from = cpu_seconds([w.pid for w in spawned], database)
             try:
                 await asyncio.wait_for(done.wait(), timeout=max(300.0, n / 20))
             except TimeoutError:
                 poller.cancel()
             finally:
+                cpu = cpu_split(cpu_from, cpu_seconds([w.pid for w in spawned], database),
+                                time.perf_counter() - handling_from)
                 for worker in spawned:
                     worker.terminate()
                     await worker.wait()
@@ -333,6 +340,7 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
         print(f"  handling by {workers} --role worker process(es) after the burst: {stored} in {handling_secs:6.1f} s, "
               f"{stored / handling_secs:8.0f} comments/s (includes worker start-up); from the first comment shown: "
               f"{working_secs:5.1f} s, {stored / working_secs:8.0f} comments/s")
+        print(f"  CPU while handling (start-up included): {cpu}")
     print(f"  peak RSS                    : bridge {bridge.peak_rss:.0f} MB, bare {bare.peak_rss:.0f} MB "
           "(target < 300 MB)")
     if serve_profile:
