@@ -50,7 +50,7 @@ POLL_SECONDS = 1.0  # idle polling when no wake-up arrives (services.wake.delive
 FLUSH_ROWS = 100  # outcomes buffered before a batched UPDATE…
 FLUSH_SECONDS = 0.1  # …or after this long
 SHUTDOWN_SECONDS = 7.0  # in-flight POSTs get this long to finish on shutdown (the whole stop: ≤ 10 s)
-RECORD_SECONDS = 1.0  # then their outcomes get this long to be written, and the rest handed back
+RECORD_SECONDS = 0.5  # then their outcomes get this long to be written, and the rest handed back
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
@@ -333,10 +333,11 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        # Recorded within what is left of the stop's 8 s (the web's 2 s come first): a database locked by
-        # another writer waits out its busy timeout (30 s), and must not hold the whole stop up.
+        # Recorded within RECORD_SECONDS of the POSTs' end (at the latest of their deadline): a database locked
+        # by another writer waits out its busy timeout (30 s), and must not hold the whole stop up.
+        record_by = min(time.monotonic(), deadline) + RECORD_SECONDS
         recording = asyncio.ensure_future(self._record_on_stop())
-        done, _ = await asyncio.wait([recording], timeout=max(0.5, deadline + RECORD_SECONDS - time.monotonic()))
+        done, _ = await asyncio.wait([recording], timeout=max(0.1, record_by - time.monotonic()))
         if not done:
             log.warning("could not record deliveries on shutdown in time; their leases will expire (a few posts may "
                         "be sent twice, which servers ignore)")
