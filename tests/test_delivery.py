@@ -19,6 +19,7 @@ from sqlalchemy import event, select, update
 
 from fedibridge import enqueue as queue
 from fedibridge.app import SERVICES
+from fedibridge.delivery import BUSY_RATE
 from fedibridge.delivery_rows import backoff, serialize
 from fedibridge.http_client import retry_after_seconds
 from fedibridge.signatures import http_date
@@ -527,14 +528,19 @@ async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> N
                     await like()
                     await asyncio.sleep(0.2)
 
-            async def burst() -> None:  # 4 senders back to back, for 2.5 s: well over 40 a second
+            sent_in_burst = []
+
+            async def burst() -> None:  # 12 senders back to back, for 2.5 s: well over 40 a second
+                # (4 were once too few on a loaded CI machine: at ~150 ms a request they made ~27 a second, so
+                # the inbox was rightly not busy and deliveries rightly took their whole share.)
                 until = asyncio.get_running_loop().time() + 2.5
 
                 async def sender() -> None:
                     while asyncio.get_running_loop().time() < until:
                         await like()
+                        sent_in_burst.append(1)
 
-                await asyncio.gather(*(sender() for _ in range(4)))
+                await asyncio.gather(*(sender() for _ in range(12)))
 
             first = await enqueue(bridge, [f"{s.url}/users/t{i}/inbox" for s in servers for i in range(40)])
             assert await peak_while(asyncio.create_task(trickle())) > 8
@@ -549,6 +555,7 @@ async def test_deliveries_yield_to_a_busy_inbox(make_bridge: BridgeFactory) -> N
             after = max(after, sum(s.active for s in servers))
             await asyncio.sleep(0.01)
         assert sum(len(s.requests) for s in servers) == 400
+        assert len(sent_in_burst) / 2.5 >= 2 * BUSY_RATE, "the burst was not one: the test's premise failed"
         assert 0 < during <= 8  # 64 claimable rows / 8 while the inbox takes the burst
         assert after > 8, after  # then up to delivery_concurrency again
     finally:
