@@ -324,17 +324,19 @@ class Worker:
             handling.cancel()
             await asyncio.wait([handling], timeout=1.0)
             return
-        if handling.cancelled() or handling.exception() is not None:
-            return
-        outcomes = handling.result()
-        writing = asyncio.ensure_future(self._finish(outcomes))
-        await asyncio.wait([writing], timeout=max(0.1, deadline - loop.time()))  # a locked database: bounded
-        if writing.done() and not writing.cancelled() and writing.exception() is None:
-            self.held.difference_update(o.id for o in outcomes)
+        if not handling.cancelled() and handling.exception() is None:
+            await self._record(handling.result(), within=max(0.1, deadline - loop.time()))
 
-    async def _record(self, outcomes: list[Finish]) -> None:
+    async def _record(self, outcomes: list[Finish], within: float | None = None) -> None:
+        """Finish the batch's rows in one transaction, which a stop never cuts in half; `within`: on a stop,
+        stop waiting then (a database locked by another process), and the rows stay held to be handed back."""
         writing = asyncio.ensure_future(self._finish(outcomes))
-        await asyncio.shield(writing)  # a stop must not cut the batch's one transaction in half
+        if within is None:
+            await asyncio.shield(writing)
+        else:
+            await asyncio.wait([writing], timeout=within)
+            if not writing.done() or writing.cancelled() or writing.exception() is not None:
+                return
         self.held.difference_update(o.id for o in outcomes)
 
     async def _finish(self, outcomes: list[Finish]) -> None:
