@@ -205,7 +205,7 @@ def cpu_seconds(pids: list[int], postgres_db: str | None = None) -> dict[str, fl
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / tick
 
-    out = {"workers": 0.0, "postgres": 0.0}
+    out = {"workers": 0.0}  # and one "postgres:<pid>" entry per backend
     for pid in pids:
         try:
             out["workers"] += used(str(pid))
