@@ -43,6 +43,7 @@ from fedibridge.signatures import load_public_key, sign_request, verify_request 
 
 AS = "https://www.w3.org/ns/activitystreams"
 N_KEYS = 50
+TIMELINE = "--timeline" in sys.argv  # each second during the bridge's run: 202s, followers listed, Accepts received
 
 
 @dataclass
@@ -137,10 +138,13 @@ def follows(url: str, target: str, actors: list[str], keys: list[rsa.RSAPrivateK
     return out, ids
 
 
+PROGRESS = {"202": 0}  # 202s so far, for --timeline
+
+
 async def send(url: str, requests: list[tuple[dict[str, str], bytes]], concurrency: int) -> tuple[int, float]:
     """POST everything with `concurrency` clients; (202 count, seconds)."""
     todo = list(reversed(requests))
-    accepted = 0
+    accepted = PROGRESS["202"] = 0
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def client() -> None:
             nonlocal accepted
@@ -149,6 +153,7 @@ async def send(url: str, requests: list[tuple[dict[str, str], bytes]], concurren
                 async with session.post(url, data=body, headers=headers) as resp:
                     await resp.read()
                     accepted += resp.status == 202
+                    PROGRESS["202"] = accepted
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -206,6 +211,14 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
         async def finished() -> None:
             await asyncio.gather(poll(), inst.complete.wait())
 
+        async def timeline() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                print(f"    {time.perf_counter() - started:5.1f} s: 202s {PROGRESS['202']:6d}, listed {listed[0]:6d}, "
+                      f"Accepts received {len(inst.received):6d}", flush=True)
+
+        ticker = asyncio.create_task(timeline()) if TIMELINE else None
+
         waiting = asyncio.create_task(finished())
         ok, accept_secs = await send(f"{bridge.base}/inbox", reqs, concurrency)
         try:
@@ -213,6 +226,8 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
         except TimeoutError:
             pass
         secs = max(inst.last or time.perf_counter(), listed[1]) - started
+        if ticker is not None:
+            ticker.cancel()
         pem = (bridge.dir / "keys" / "public.pem").read_text()
         bridge.sample_rss()
         return Result("fedibridge serve (role all)", ok, accept_secs, secs, int(listed[0]), len(inst.received),
@@ -257,6 +272,7 @@ if __name__ == "__main__":
     parser.add_argument("--follows", type=int, default=10_000)
     parser.add_argument("--hosts", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--timeline", action="store_true", help="print the bridge's progress each second")
     parser.add_argument("--database-url", help="an EMPTY database to use (default: a temporary SQLite file)")
     parser.add_argument("--serve-profile", metavar="PATH", help="run the bridge under cProfile, stats to PATH")
     args = parser.parse_args()
