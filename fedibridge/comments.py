@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation, webhook
@@ -48,11 +49,10 @@ async def _row_by_ap_id(conn: AsyncConnection, ap_id: str) -> Any:
 # -- changes made by the blog owner ----------------------------------------------------------------
 
 
-async def emit_event(conn: AsyncConnection, settings: Settings, event: webhook.Event, c: Comment,
-                     now: datetime) -> None:
-    """Queue the blog's webhook event for `c` (in the caller's transaction)."""
-    url = (await conn.execute(select(articles.c.url).where(articles.c.slug == c.article))).scalar_one_or_none()
-    await webhook.emit(conn, settings, event, c, comment_json(c, admin=True, nested=False), url or "", now)
+def emit_event(conn: Connection, settings: Settings, event: webhook.Event, c: Comment, now: datetime) -> None:
+    """Queue the blog's webhook event for `c` (in the caller's transaction; async callers: `conn.run_sync`)."""
+    url = conn.execute(select(articles.c.url).where(articles.c.slug == c.article)).scalar_one_or_none()
+    webhook.emit(conn, settings, event, c, comment_json(c, admin=True, nested=False), url or "", now)
 
 
 async def set_status(conn: AsyncConnection, settings: Settings, comment_id: int, status: str,
@@ -63,7 +63,7 @@ async def set_status(conn: AsyncConnection, settings: Settings, comment_id: int,
         return c
     await conn.execute(comments.update().where(comments.c.id == comment_id).values(status=status))
     c = replace(c, status=status)
-    await emit_event(conn, settings, "comment.approved" if status == "approved" else "comment.rejected", c,
+    await conn.run_sync(emit_event, settings, "comment.approved" if status == "approved" else "comment.rejected", c,
                  now or utcnow())
     return c
 
@@ -79,7 +79,7 @@ async def erase(conn: AsyncConnection, settings: Settings, c: Comment, now: date
     await conn.execute(comments.update().where(comments.c.id == c.id).values(updated=now, **_ERASED))
     gone = replace(c, content_html="", summary=None, sensitive=False, attachments=(), mentions=(), hashtags=(),
                    deleted=True, updated=now)
-    await emit_event(conn, settings, "comment.deleted", gone, now)
+    await conn.run_sync(emit_event, settings, "comment.deleted", gone, now)
     return gone
 
 
@@ -264,7 +264,7 @@ async def _store_note(services: Services, note: RemoteNote, target: _Target) -> 
             **comment_row(note, target.article_id, target.parent_id, author, status, now)))
         c = comment_from_row(await _row_by_ap_id(conn, note.id))
         if result.rowcount:
-            await emit_event(conn, settings, "comment.created", c, now)
+            await conn.run_sync(emit_event, settings, "comment.created", c, now)
             services.metrics.inc(METRIC, status=status, visibility=c.visibility)
     return c
 
@@ -321,7 +321,7 @@ async def on_update(services: Services, activity: dict[str, Any], actor_id: str)
             edited=True, updated=note.updated or now, status=status, **values))
         c = await get_comment(conn, row.id)
         assert c is not None
-        await emit_event(conn, services.settings, "comment.edited", c, now)
+        await conn.run_sync(emit_event, services.settings, "comment.edited", c, now)
     return "comment_edited"
 
 

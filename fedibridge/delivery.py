@@ -14,10 +14,11 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, exists, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import domain_health, webhook
@@ -291,27 +292,31 @@ class Worker:
         }) for o in batch]
         ok_hosts = {o.row.host for o in batch if o.metric == "delivered" and o.row.kind == "ap"}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts
-        async with self.store.begin() as conn:
-            await finish(conn, QUEUE, self.worker_id, finished, last_attempt_at=now)
-            gone = [o for o in batch if o.gone_inbox]
-            for o in gone:
-                await self._follower_gone(conn, o)
-            if ok_hosts or bad_hosts:
-                await domain_health.record(conn, now, ok_hosts, bad_hosts, self.settings.domain_unavailable_days)
+        await self.store.write(self._record, batch, finished, now, ok_hosts, bad_hosts)
         for o in batch:
             self.metrics.inc("fedibridge_deliveries_total", outcome=o.metric)
             if o.state != "done":
                 log.log(logging.WARNING if o.state == "failed" else logging.INFO,
                         "delivery %d to %s: %s (%s)", o.row.id, o.row.inbox, o.metric, o.error)
 
-    async def _follower_gone(self, conn: AsyncConnection, o: Outcome) -> None:
+    def _record(self, conn: Connection, batch: list[Outcome], finished: list[Finish], now: datetime,
+                ok_hosts: set[str], bad_hosts: set[str]) -> None:
+        """One transaction (Store.write): the rows finished, followers gone, domain health."""
+        finish(conn, QUEUE, self.worker_id, finished, last_attempt_at=now)
+        for o in batch:
+            if o.gone_inbox:
+                self._follower_gone(conn, o)
+        if ok_hosts or bad_hosts:
+            domain_health.record(conn, now, ok_hosts, bad_hosts, self.settings.domain_unavailable_days)
+
+    def _follower_gone(self, conn: Connection, o: Outcome) -> None:
         """410 from a personal inbox: that account is gone. From a shared inbox: the server is; just fail."""
         inbox = o.gone_inbox
-        shared = (await conn.execute(select(exists().where(followers.c.shared_inbox == inbox)))).scalar()
+        shared = conn.execute(select(exists().where(followers.c.shared_inbox == inbox))).scalar()
         if shared:
             o.metric = "failed"
             return
-        result = await conn.execute(delete(followers).where(followers.c.inbox == inbox))
+        result = conn.execute(delete(followers).where(followers.c.inbox == inbox))
         log.info("removed %d follower(s) with inbox %s (410 Gone)", result.rowcount, inbox)
 
     async def _release(self, ids: list[int]) -> None:

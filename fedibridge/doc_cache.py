@@ -20,6 +20,7 @@ import base64
 import functools
 import hashlib
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
@@ -63,10 +64,12 @@ class _Entry:
     born: float
 
 
-def watch_writes(engine: AsyncEngine, written: Callable[[frozenset[str]], None]) -> None:
-    """Call `written(tables)` once a connection that wrote those tables goes back to the pool (after its
-    commit or rollback)."""
-    sync = engine.sync_engine
+def watch_writes(store: Store, written: Callable[[frozenset[str]], None]) -> None:
+    """Call `written(tables)` on the event loop once a connection that wrote those tables goes back to the pool
+    (after its commit or rollback). Connections of SQLite's writer thread (Store.write) are checked in there:
+    their tables are handed to the loop, ahead of the writing task's own wake-up, so nothing races the cache."""
+    loop = asyncio.get_running_loop()
+    loop_thread = threading.get_ident()
 
     def after_execute(conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
         if not (context.isinsert or context.isupdate or context.isdelete):
@@ -78,11 +81,19 @@ def watch_writes(engine: AsyncEngine, written: Callable[[frozenset[str]], None])
 
     def checkin(_dbapi_conn: Any, record: Any) -> None:
         dirty = record.info.pop(_DIRTY, None) if record is not None else None
-        if dirty:
+        if not dirty:
+            return
+        if threading.get_ident() == loop_thread:
             written(frozenset(dirty))
+            return
+        try:
+            loop.call_soon_threadsafe(written, frozenset(dirty))
+        except RuntimeError:  # the loop has closed (shutdown): nothing is cached any more
+            pass
 
-    event.listen(sync, "after_cursor_execute", after_execute)
-    event.listen(sync.pool, "checkin", checkin)
+    for sync in store.sync_engines():
+        event.listen(sync, "after_cursor_execute", after_execute)
+        event.listen(sync.pool, "checkin", checkin)
 
 
 class Beacon:
@@ -124,7 +135,7 @@ def tell_servers_on_close(store: Store) -> None:
     """For a CLI process: when `store` closes after writes, the running servers' caches forget what changed
     (PostgreSQL: NOTIFY with the tables; SQLite: the Beacon file)."""
     dirty: set[str] = set()
-    watch_writes(store.engine, dirty.update)
+    watch_writes(store, dirty.update)
 
     async def announce_writes() -> None:
         if not dirty:
@@ -171,8 +182,8 @@ class DocCache:
     def _generations(self, tables: tuple[str, ...]) -> tuple[int, ...]:
         return tuple(self._gens.get(t, 0) for t in tables)
 
-    def attach(self, engine: AsyncEngine, notify: Callable[[frozenset[str]], None] | None = None) -> None:
-        """Watch the engine's writes: tables written on a connection are bumped when it is checked in
+    def attach(self, store: Store, notify: Callable[[frozenset[str]], None] | None = None) -> None:
+        """Watch the store's writes: tables written on a connection are bumped when it is checked in
         (after its commit or rollback). `notify` is told as well (PostgreSQL: the other processes)."""
         self._notify = notify
 
@@ -181,7 +192,7 @@ class DocCache:
             if self._notify is not None:
                 self._notify(dirty)
 
-        watch_writes(engine, written)
+        watch_writes(store, written)
 
     def _beacon_moved(self) -> None:
         """Another process on this machine (the CLI, SQLite) changed the database: forget everything."""

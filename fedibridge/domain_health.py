@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from .store import Store, insert_ignore
 from .tables import domains
@@ -22,17 +22,17 @@ DAY = 86_400.0
 MAX_PROBED = 1000  # past this many remembered probes, those older than a day (useless) are dropped
 
 
-async def record(conn: AsyncConnection, now: datetime, ok: set[str], bad: set[str], unavailable_days: int) -> None:
+def record(conn: Connection, now: datetime, ok: set[str], bad: set[str], unavailable_days: int) -> None:
     """Success clears a host's failure streak; a streak of `unavailable_days` marks it unavailable."""
-    await conn.execute(insert_ignore(conn, domains), [{"host": h, "unavailable": False} for h in ok | bad])
+    conn.execute(insert_ignore(conn, domains), [{"host": h, "unavailable": False} for h in ok | bad])
     if ok:
-        await conn.execute(update(domains).where(domains.c.host.in_(ok))
+        conn.execute(update(domains).where(domains.c.host.in_(ok))
                            .values(last_success=now, failing_since=None, unavailable=False))
     if bad:
-        await conn.execute(update(domains).where(domains.c.host.in_(bad), domains.c.failing_since.is_(None))
+        conn.execute(update(domains).where(domains.c.host.in_(bad), domains.c.failing_since.is_(None))
                            .values(failing_since=now))
         cutoff = now - timedelta(days=unavailable_days)
-        result = await conn.execute(
+        result = conn.execute(
             update(domains).where(domains.c.host.in_(bad), domains.c.unavailable.is_(False),
                                   domains.c.failing_since <= cutoff)
             .values(unavailable=True))

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .hosts import netloc_of
 from .store import insert_ignore
 from .tables import deliveries, followers
-from .wakeup import announce
+from .wakeup import announce, announce_in
 
 
 async def follower_inboxes(conn: AsyncConnection) -> list[str]:
@@ -41,11 +42,11 @@ def delivery_rows(activity_id: int, inboxes: Iterable[str], now: datetime) -> li
     ]
 
 
-async def enqueue_rows(conn: AsyncConnection, rows: list[dict[str, object]]) -> int:
+def enqueue_rows(conn: Connection, rows: list[dict[str, object]]) -> int:
     """Insert delivery rows (idempotent) in one statement and wake the delivery workers at commit."""
     if rows:
-        await conn.execute(insert_ignore(conn, deliveries), rows)
-        await announce(conn)
+        conn.execute(insert_ignore(conn, deliveries), rows)
+        announce_in(conn)
     return len(rows)
 
 
@@ -61,10 +62,10 @@ async def enqueue_to_followers(conn: AsyncConnection, activity_id: int, now: dat
     return await enqueue_to_inboxes(conn, activity_id, await follower_inboxes(conn), now)
 
 
-async def enqueue_webhook(conn: AsyncConnection, url: str, body: str, now: datetime) -> None:
+def enqueue_webhook(conn: Connection, url: str, body: str, now: datetime) -> None:
     """Webhook events ride the same queue (retries, backoff, crash safety) with kind="webhook"."""
-    await conn.execute(deliveries.insert().values(
+    conn.execute(deliveries.insert().values(
         activity_id=None, kind="webhook", inbox=url, host=netloc_of(url), body=body, state="pending",
         attempts=0, next_attempt_at=now, created_at=now,
     ))
-    await announce(conn)
+    announce_in(conn)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation
@@ -68,11 +70,7 @@ async def handle(services: Services, rows: list[Any]) -> tuple[dict[int, str], l
             followers.c.actor_id.in_({r.actor for r in batch.follows})))).scalars()) if batch.follows else set()
     fetched = await services.resolver.prefetch([n.attributed_to for _, n, _ in replies]
                                                + [r.actor for r in batch.follows])
-    now = utcnow()
-    async with services.store.begin() as conn:
-        await _write_replies(conn, services, batch, replies, known, fetched, now)
-        await _write_likes(conn, batch, likes, now)
-        await _write_follows(conn, services, batch, fetched, existing, now)
+    await services.store.write(_write, services, batch, replies, likes, known, fetched, existing, utcnow())
     if batch.follows:
         services.wake.delivery.set()
     return batch.done, batch.rest
@@ -165,7 +163,17 @@ def _likes(batch: _Batch, articles: dict[str, Any], domains: set[str], actors: s
     return todo
 
 
-async def _write_replies(conn: AsyncConnection, services: Services, batch: _Batch,
+def _write(conn: Connection, services: Services, batch: _Batch,
+           replies: list[tuple[Any, RemoteNote, tuple[int, int | None]]],
+           likes: list[tuple[Any, tuple[str, str, str], int]], known: set[str], fetched: dict[str, Any],
+           existing: set[str], now: datetime) -> None:
+    """The batch's one write transaction (Store.write: on SQLite whole on the writer thread)."""
+    _write_replies(conn, services, batch, replies, known, fetched, now)
+    _write_likes(conn, batch, likes, now)
+    _write_follows(conn, services, batch, fetched, existing, now)
+
+
+def _write_replies(conn: Connection, services: Services, batch: _Batch,
                          replies: list[tuple[Any, RemoteNote, tuple[int, int | None]]], known: set[str],
                          fetched: dict[str, Any], now: Any) -> None:
     """Insert the new comments in one statement; events and metrics for those this statement inserted."""
@@ -177,34 +185,34 @@ async def _write_replies(conn: AsyncConnection, services: Services, batch: _Batc
         status = moderation.status_for(settings, "ham", note.attributed_to in known)
         author = author_of(note.attributed_to, fetched.get(note.attributed_to, FetchError("not fetched")))
         values[note.id] = comment_row(note, article_id, parent_id, author, status, now)
-    result = await conn.execute(insert_ignore(conn, comments).returning(comments.c.ap_id), list(values.values()))
+    result = conn.execute(insert_ignore(conn, comments).returning(comments.c.ap_id), list(values.values()))
     inserted = set(result.scalars())
     statuses = {a: values[a]["status"] for a in inserted}
     if len(inserted) < len(values):  # stored meanwhile by another worker or a re-run: read what it decided
         others = select(comments.c.ap_id, comments.c.status).where(comments.c.ap_id.in_(set(values) - inserted))
-        statuses.update({r.ap_id: r.status for r in await conn.execute(others)})
+        statuses.update({r.ap_id: r.status for r in conn.execute(others)})
     for row, note, _ in replies:
         batch.done[row.id] = f"comment_{statuses[note.id]}"
     for (status, visibility), n in Counter((values[a]["status"], values[a]["visibility"]) for a in inserted).items():
         services.metrics.inc(COMMENT_METRIC, n, status=status, visibility=visibility)
     if settings.webhook_url and inserted:
-        for r in await conn.execute(select_comments().where(comments.c.ap_id.in_(inserted)).order_by(comments.c.id)):
-            await emit_event(conn, settings, "comment.created", comment_from_row(r), now)
+        for r in conn.execute(select_comments().where(comments.c.ap_id.in_(inserted)).order_by(comments.c.id)).all():
+            emit_event(conn, settings, "comment.created", comment_from_row(r), now)
 
 
-async def _write_likes(conn: AsyncConnection, batch: _Batch, likes: list[tuple[Any, tuple[str, str, str], int]],
+def _write_likes(conn: Connection, batch: _Batch, likes: list[tuple[Any, tuple[str, str, str], int]],
                        now: Any) -> None:
     if not likes:
         return
     values = [{"article_id": article_id, "actor_id": row.actor, "type": kind, "ap_id": activity_id,
                "created_at": now} for row, (kind, activity_id, _), article_id in likes]
-    result = await conn.execute(insert_ignore(conn, reactions).returning(reactions.c.ap_id), values)
+    result = conn.execute(insert_ignore(conn, reactions).returning(reactions.c.ap_id), values)
     added = set(result.scalars())
     for row, (kind, activity_id, _), _ in likes:
         batch.done[row.id] = f"{kind}_added" if activity_id in added else f"{kind}_duplicate"
 
 
-async def _write_follows(conn: AsyncConnection, services: Services, batch: _Batch, fetched: dict[str, Any],
+def _write_follows(conn: Connection, services: Services, batch: _Batch, fetched: dict[str, Any],
                          existing: set[str], now: Any) -> None:
     """Followers stored (or refreshed), one Accept each and its delivery, in a few statements."""
     new, accepts = [], {}
@@ -221,26 +229,25 @@ async def _write_follows(conn: AsyncConnection, services: Services, batch: _Batc
         values = {"handle": actor.handle, "inbox": inbox, "shared_inbox": shared,
                   "follow_id": ref_id(row.payload.get("id"))}
         if row.actor in existing:
-            await conn.execute(followers.update().where(followers.c.actor_id == row.actor).values(**values))
+            conn.execute(followers.update().where(followers.c.actor_id == row.actor).values(**values))
         else:
             new.append({"actor_id": row.actor, "since": now, **values})
         key, accept = accept_for(services.site, row.payload, row.actor)
         accepts[key] = (row, inbox, {"key": key, "type": "Accept", "object_id": values["follow_id"],
                                      "payload": accept, "in_outbox": False, "published": now})
     if new:
-        inserted = set((await conn.execute(insert_ignore(conn, followers).returning(followers.c.actor_id),
-                                           new)).scalars())
+        inserted = set(conn.execute(insert_ignore(conn, followers).returning(followers.c.actor_id), new).scalars())
         raced = {v["actor_id"]: v for v in new if v["actor_id"] not in inserted}  # stored meanwhile elsewhere
         for actor_id, v in raced.items():
-            await conn.execute(followers.update().where(followers.c.actor_id == actor_id).values(
+            conn.execute(followers.update().where(followers.c.actor_id == actor_id).values(
                 handle=v["handle"], inbox=v["inbox"], shared_inbox=v["shared_inbox"], follow_id=v["follow_id"]))
         existing = existing | set(raced)
     if not accepts:
         return
-    await conn.execute(insert_ignore(conn, activities), [a for _, _, a in accepts.values()])
-    ids = {r.key: r.id for r in await conn.execute(select(activities.c.key, activities.c.id)
-                                                   .where(activities.c.key.in_(accepts)))}
-    await enqueue_rows(conn, [d for key, (_, inbox, _) in accepts.items()
+    conn.execute(insert_ignore(conn, activities), [a for _, _, a in accepts.values()])
+    ids = {r.key: r.id for r in conn.execute(select(activities.c.key, activities.c.id)
+                                             .where(activities.c.key.in_(accepts)))}
+    enqueue_rows(conn, [d for key, (_, inbox, _) in accepts.items()
                               for d in delivery_rows(ids[key], [inbox], now)])
     for row, _, _ in accepts.values():
         log.info("%s follower %s", "re-accepted" if row.actor in existing else "new", row.actor)

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -30,9 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from .config import sqlalchemy_url
 from .errors import ConfigError
+from .sqlite_writer import SqliteWriter
 from .tables import leases
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes of WAL file kept after a checkpoint (journal_size_limit)
 LOW_DISK_BYTES = 256 * 1024 * 1024  # `doctor` fails below this much free space next to the SQLite file
 # Test-only: caps every SQLite connection at this many pages (PRAGMA max_page_count), which SQLite answers
@@ -112,6 +114,9 @@ class Store:
         self.database_url = database_url
         self.is_postgres = engine.dialect.name == "postgresql"
         self.before_close: list[Callable[[], Awaitable[None]]] = []
+        path = sqlite_path(database_url) if not self.is_postgres else None
+        # SQLite file: the hot write transactions run whole on one thread (sqlite_writer), not across loop turns.
+        self.writer = SqliteWriter(path, sqlite_pragmas, _sqlite_compiler) if path is not None else None
 
     @classmethod
     async def open(cls, database_url: str, *, migrate: bool = True) -> Store:
@@ -169,10 +174,26 @@ class Store:
     def connect(self) -> Any:
         return self.engine.connect()
 
+    async def write(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """`fn(conn, *args)`, a sync function of a Connection, as one transaction: on SQLite whole on the writer
+        thread (the write lock held for the statements' time only), on PostgreSQL on the async engine."""
+        if self.writer is not None:
+            return await self.writer.run(fn, *args)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(fn, *args)
+
+    def sync_engines(self) -> list[Any]:
+        """Every sync Engine that writes (for listeners that must see all writes: doc_cache)."""
+        return [self.engine.sync_engine] + ([self.writer.engine] if self.writer is not None else [])
+
     async def close(self) -> None:
         for hook in self.before_close:  # e.g. telling running servers what this CLI command changed
             await hook()
-        await self.engine.dispose()
+        try:
+            if self.writer is not None:
+                await self.writer.close()
+        finally:
+            await self.engine.dispose()
 
     async def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> bool:
         """Take or renew a named lease so a periodic job runs in one process at a time."""
@@ -233,7 +254,7 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def insert_ignore(conn: AsyncConnection, table: Any) -> Any:
+def insert_ignore(conn: AsyncConnection | Connection, table: Any) -> Any:
     """INSERT … ON CONFLICT DO NOTHING on both backends (idempotent enqueues and inbox dedupe)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
@@ -249,3 +270,4 @@ def keyset_after(when: Any, ident: Any, after: tuple[datetime, int], *, descendi
     if descending:
         return or_(when < moment, and_(when == moment, ident < last_id))
     return or_(when > moment, and_(when == moment, ident > last_id))
+

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .doc_cache import CHANNEL as DOCUMENTS_CHANNEL
@@ -40,6 +41,12 @@ async def announce(conn: AsyncConnection) -> None:
     """Queue a notification for commit time; PostgreSQL folds repeats within one transaction into one."""
     if conn.dialect.name == "postgresql":
         await conn.execute(_NOTIFY)
+
+
+def announce_in(conn: Connection) -> None:
+    """`announce` in a sync transaction (Store.write)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY)
 
 
 def asyncpg_dsn(engine_url: Any) -> str:

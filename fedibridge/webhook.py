@@ -13,7 +13,7 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from .config import Settings
 from .enqueue import enqueue_webhook
@@ -48,13 +48,13 @@ def event_body(event: Event, comment_json: dict[str, Any], article_slug: str, ar
     return dumps(doc)
 
 
-async def emit(conn: AsyncConnection, settings: Settings, event: Event, comment: Comment,
+def emit(conn: Connection, settings: Settings, event: Event, comment: Comment,
                comment_json: dict[str, Any], article_url: str, now: datetime) -> bool:
     """Queue one event in the caller's transaction; False when no webhook is set or the comment is private."""
     if not settings.webhook_url or comment.visibility == "private":
         return False
     body = event_body(event, comment_json, comment.article, article_url, now)
-    await enqueue_webhook(conn, settings.webhook_url, body, now)
+    enqueue_webhook(conn, settings.webhook_url, body, now)
     return True
 
 

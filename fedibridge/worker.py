@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, literal_column, or_, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from .health import Backoff, Health, describe
 from .logsafe import logger
@@ -105,13 +105,16 @@ async def claim(store: Store, queue: Queue, policy: Policy, owner: str, now: dat
         values["attempts"] = c.attempts + 1
     returning = [c[name] for name in queue.columns] if queue.columns else list(c)
     stmt = update(queue.table).where(c.id.in_(picked.scalar_subquery())).values(**values).returning(*returning)
-    async with store.begin() as conn:
-        await prefer_index_order(conn)
-        rows = (await conn.execute(stmt)).all()
+    rows = await store.write(_claim, stmt)
     return sorted(rows, key=lambda r: r.id)
 
 
-async def prefer_index_order(conn: AsyncConnection) -> None:
+def _claim(conn: Connection, stmt: Any) -> list[Any]:
+    prefer_index_order(conn)
+    return list(conn.execute(stmt).all())
+
+
+def prefer_index_order(conn: Connection) -> None:
     """For this transaction, PostgreSQL reads a claim's batch in its partial index's order rather than sorting.
 
     A queue table filled by a burst has no statistics until autovacuum's next ANALYZE: the planner then takes
@@ -119,7 +122,7 @@ async def prefer_index_order(conn: AsyncConnection) -> None:
     index). Transaction-local (SET LOCAL), so no other query's plans change.
     """
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SET LOCAL enable_sort = off"))
+        conn.execute(text("SET LOCAL enable_sort = off"))
 
 
 def pick(queue: Queue, now: datetime, limit: int, *, postgres: bool) -> Any:
@@ -141,8 +144,7 @@ def _owned_by(queue: Queue, owner: str) -> list[Any]:
     return [queue.table.c.locked_by == owner] if queue.owned else []
 
 
-async def finish(conn: AsyncConnection, queue: Queue, owner: str, outcomes: Sequence[Finish],
-                 **common: Any) -> None:
+def finish(conn: Connection, queue: Queue, owner: str, outcomes: Sequence[Finish], **common: Any) -> None:
     """Write outcomes in the caller's transaction, leases cleared: rows with the very same values (a batch of
     handled activities, a fan-out's deliveries) in one `UPDATE … WHERE id IN (…)` per FINISH_IDS rows, the
     others in one executemany per shape of values. PostgreSQL runs an executemany as one UPDATE per row:
@@ -165,14 +167,14 @@ async def finish(conn: AsyncConnection, queue: Queue, owner: str, outcomes: Sequ
             shapes.setdefault(tuple(k for k, _ in values), []).append(Finish(ids[0], dict(values)))
             continue
         for start in range(0, len(ids), FINISH_IDS):
-            await conn.execute(
+            conn.execute(
                 update(queue.table).where(c.id.in_(ids[start:start + FINISH_IDS]), *_owned_by(queue, owner))
                 .values(**common, locked_until=None, **({"locked_by": None} if queue.owned else {}), **dict(values)))
     for keys, group in shapes.items():
         stmt = (update(queue.table).where(c.id == bindparam("w_id"), *_owned_by(queue, owner))
                 .values(**common, locked_until=None, **({"locked_by": None} if queue.owned else {}),
                         **{k: bindparam(f"w_{k}") for k in keys}))
-        await conn.execute(stmt, [{"w_id": o.id, **{f"w_{k}": o.values[k] for k in keys}} for o in group])
+        conn.execute(stmt, [{"w_id": o.id, **{f"w_{k}": o.values[k] for k in keys}} for o in group])
 
 
 async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) -> None:
@@ -187,9 +189,12 @@ async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) ->
         values["locked_by"] = None
     if queue.count_on_claim:
         values["attempts"] = c.attempts - 1
-    async with store.begin() as conn:
-        await conn.execute(update(queue.table).where(c.id.in_(ids), c.state == "pending", *_owned_by(queue, owner))
-                           .values(**values))
+    await store.write(_execute, update(queue.table).where(c.id.in_(ids), c.state == "pending",
+                                                          *_owned_by(queue, owner)).values(**values))
+
+
+def _execute(conn: Connection, stmt: Any) -> None:
+    conn.execute(stmt)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -341,8 +346,7 @@ class Worker:
 
     async def _finish(self, outcomes: list[Finish]) -> None:
         if outcomes:
-            async with self.store.begin() as conn:
-                await finish(conn, self.queue, self.owner, outcomes)
+            await self.store.write(finish, self.queue, self.owner, outcomes)
 
     async def stop(self) -> None:
         """Hand back at once what was claimed and not finished (their lease would expire anyway)."""

@@ -351,7 +351,7 @@ async def test_webhook_is_signed_with_hmac(make_bridge: BridgeFactory) -> None:
         body = json.dumps({"event": "comment.created", "comment": {"content_html": "<p>Très « bien » 👍</p>"}},
                           ensure_ascii=False)
         async with bridge.store.begin() as conn:
-            await queue.enqueue_webhook(conn, f"{hook.url}/hooks/fediverse", body, utcnow())
+            await conn.run_sync(queue.enqueue_webhook, f"{hook.url}/hooks/fediverse", body, utcnow())
         bridge.app[SERVICES].wake.delivery.set()
 
         async def got() -> bool:
@@ -388,7 +388,7 @@ async def test_webhook_5xx_is_retried(make_bridge: BridgeFactory) -> None:
 
     async with Inbox(fail) as hook:
         async with bridge.store.begin() as conn:
-            await queue.enqueue_webhook(conn, f"{hook.url}/hook", '{"event":"x"}', utcnow())
+            await conn.run_sync(queue.enqueue_webhook, f"{hook.url}/hook", '{"event":"x"}', utcnow())
         bridge.app[SERVICES].wake.delivery.set()
 
         async def retried() -> bool:

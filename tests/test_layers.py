@@ -31,7 +31,8 @@ LAYERS = {
     "migrations.versions.0004_inbox_locked_by": "infra", "migrations.versions.0005_pending_indexes": "infra",
     "actor_state": "infra",
     "http_client": "infra", "netguard": "infra", "remote_actors": "infra", "wakeup": "infra", "enqueue": "infra",
-    "worker": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra", "ratelimit": "infra",
+    "worker": "infra", "sqlite_writer": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra",
+    "ratelimit": "infra",
     # services: the one object holding the rest (imports project modules for typing only).
     "services": "services",
     # core: what the bridge does; takes Services (or parts of it), never a web.Application.

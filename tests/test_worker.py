@@ -92,10 +92,10 @@ async def test_finish_writes_each_rows_values_only_for_the_owner(database_url: s
                     Finish(mine[1].id, {"state": "pending", "next_attempt_at": later, "last_error": "HTTP 503"}),
                     Finish(mine[2].id, {"state": "failed", "last_status": 404})]
         async with store.begin() as conn:  # another worker's name: nothing changes
-            await finish(conn, DELIVERIES, "host:9:z", outcomes)
+            await conn.run_sync(finish, DELIVERIES, "host:9:z", outcomes)
         assert [r.state for r in await _all(store, deliveries)] == ["pending"] * 3
         async with store.begin() as conn:
-            await finish(conn, DELIVERIES, "host:1:a", outcomes, last_attempt_at=utcnow())
+            await conn.run_sync(finish, DELIVERIES, "host:1:a", outcomes, last_attempt_at=utcnow())
         rows = await _all(store, deliveries)
         assert [r.state for r in rows] == ["done", "pending", "failed"]
         assert [r.last_status for r in rows] == [202, None, 404]
@@ -118,7 +118,7 @@ async def test_finish_writes_a_batch_of_equal_outcomes_together_only_for_the_own
         outcomes = [Finish(r.id, {"state": "done", "last_status": 202}) for r in mine]
         outcomes[5] = Finish(mine[5].id, {"state": "failed", "last_status": 404})
         async with store.begin() as conn:
-            await finish(conn, DELIVERIES, "host:1:a", outcomes, last_attempt_at=utcnow())
+            await conn.run_sync(finish, DELIVERIES, "host:1:a", outcomes, last_attempt_at=utcnow())
         rows = await _all(store, deliveries)
         assert [r.state for r in rows[:-1]].count("done") == 1_198
         assert (rows[5].state, rows[5].last_status) == ("failed", 404)
@@ -202,7 +202,7 @@ async def test_a_claim_reads_its_batch_not_the_backlog(database_url: str, analyz
         for queue, index in ((inbox_worker.QUEUE, "ix_inbox_items_pending"), (delivery.QUEUE, "ix_deliveries_pending")):
             stmt = pick(queue, utcnow(), 1000, postgres=store.is_postgres)
             async with store.begin() as conn:
-                await prefer_index_order(conn)
+                await conn.run_sync(prefer_index_order)
                 sql = str(stmt.compile(conn.sync_connection, compile_kwargs={"literal_binds": True}))
                 explain = "EXPLAIN " if store.is_postgres else "EXPLAIN QUERY PLAN "
                 plan = " | ".join(str(r[-1]) for r in await conn.execute(text(explain + sql)))

@@ -50,7 +50,7 @@ async def _watch(app: web.Application) -> AsyncIterator[None]:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    cache.attach(store.engine, tell_others if store.is_postgres else None)
+    cache.attach(store, tell_others if store.is_postgres else None)
     listener = asyncio.create_task(listen_documents(store, services.health, cache.changed, cache.changed_all),
                                    name="documents-listen")
     yield
