@@ -63,8 +63,8 @@ async def set_status(conn: AsyncConnection, settings: Settings, comment_id: int,
         return c
     await conn.execute(comments.update().where(comments.c.id == comment_id).values(status=status))
     c = replace(c, status=status)
-    await conn.run_sync(emit_event, settings, "comment.approved" if status == "approved" else "comment.rejected", c,
-                 now or utcnow())
+    event: webhook.Event = "comment.approved" if status == "approved" else "comment.rejected"
+    await conn.run_sync(emit_event, settings, event, c, now or utcnow())
     return c
 
 

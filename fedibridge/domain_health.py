@@ -27,10 +27,10 @@ def record(conn: Connection, now: datetime, ok: set[str], bad: set[str], unavail
     conn.execute(insert_ignore(conn, domains), [{"host": h, "unavailable": False} for h in ok | bad])
     if ok:
         conn.execute(update(domains).where(domains.c.host.in_(ok))
-                           .values(last_success=now, failing_since=None, unavailable=False))
+                     .values(last_success=now, failing_since=None, unavailable=False))
     if bad:
         conn.execute(update(domains).where(domains.c.host.in_(bad), domains.c.failing_since.is_(None))
-                           .values(failing_since=now))
+                     .values(failing_since=now))
         cutoff = now - timedelta(days=unavailable_days)
         result = conn.execute(
             update(domains).where(domains.c.host.in_(bad), domains.c.unavailable.is_(False),

@@ -50,6 +50,7 @@ class _Batch:
     replies: list[tuple[Any, RemoteNote]] = field(default_factory=list)
     follows: list[Any] = field(default_factory=list)
     likes: list[tuple[Any, tuple[str, str, str]]] = field(default_factory=list)
+    created: Counter[tuple[str, str]] = field(default_factory=Counter)  # new comments by (status, visibility)
 
 
 async def handle(services: Services, rows: list[Any]) -> tuple[dict[int, str], list[Any]]:
@@ -71,6 +72,8 @@ async def handle(services: Services, rows: list[Any]) -> tuple[dict[int, str], l
     fetched = await services.resolver.prefetch([n.attributed_to for _, n, _ in replies]
                                                + [r.actor for r in batch.follows])
     await services.store.write(_write, services, batch, replies, likes, known, fetched, existing, utcnow())
+    for (status, visibility), n in batch.created.items():  # here, on the event loop: metrics are not thread-safe
+        services.metrics.inc(COMMENT_METRIC, n, status=status, visibility=visibility)
     if batch.follows:
         services.wake.delivery.set()
     return batch.done, batch.rest
@@ -174,9 +177,9 @@ def _write(conn: Connection, services: Services, batch: _Batch,
 
 
 def _write_replies(conn: Connection, services: Services, batch: _Batch,
-                         replies: list[tuple[Any, RemoteNote, tuple[int, int | None]]], known: set[str],
-                         fetched: dict[str, Any], now: Any) -> None:
-    """Insert the new comments in one statement; events and metrics for those this statement inserted."""
+                   replies: list[tuple[Any, RemoteNote, tuple[int, int | None]]], known: set[str],
+                   fetched: dict[str, Any], now: Any) -> None:
+    """Insert the new comments in one statement; events (and counts, for the metrics) for those it inserted."""
     if not replies:
         return
     settings = services.settings
@@ -193,15 +196,14 @@ def _write_replies(conn: Connection, services: Services, batch: _Batch,
         statuses.update({r.ap_id: r.status for r in conn.execute(others)})
     for row, note, _ in replies:
         batch.done[row.id] = f"comment_{statuses[note.id]}"
-    for (status, visibility), n in Counter((values[a]["status"], values[a]["visibility"]) for a in inserted).items():
-        services.metrics.inc(COMMENT_METRIC, n, status=status, visibility=visibility)
+    batch.created.update((values[a]["status"], values[a]["visibility"]) for a in inserted)
     if settings.webhook_url and inserted:
         for r in conn.execute(select_comments().where(comments.c.ap_id.in_(inserted)).order_by(comments.c.id)).all():
             emit_event(conn, settings, "comment.created", comment_from_row(r), now)
 
 
 def _write_likes(conn: Connection, batch: _Batch, likes: list[tuple[Any, tuple[str, str, str], int]],
-                       now: Any) -> None:
+                 now: Any) -> None:
     if not likes:
         return
     values = [{"article_id": article_id, "actor_id": row.actor, "type": kind, "ap_id": activity_id,
@@ -213,7 +215,7 @@ def _write_likes(conn: Connection, batch: _Batch, likes: list[tuple[Any, tuple[s
 
 
 def _write_follows(conn: Connection, services: Services, batch: _Batch, fetched: dict[str, Any],
-                         existing: set[str], now: Any) -> None:
+                   existing: set[str], now: Any) -> None:
     """Followers stored (or refreshed), one Accept each and its delivery, in a few statements."""
     new, accepts = [], {}
     for row in batch.follows:
