@@ -270,4 +270,3 @@ def keyset_after(when: Any, ident: Any, after: tuple[datetime, int], *, descendi
     if descending:
         return or_(when < moment, and_(when == moment, ident < last_id))
     return or_(when > moment, and_(when == moment, ident > last_id))
-
