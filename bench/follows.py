@@ -43,7 +43,6 @@ from fedibridge.signatures import load_public_key, sign_request, verify_request 
 
 AS = "https://www.w3.org/ns/activitystreams"
 N_KEYS = 50
-TIMELINE = "--timeline" in sys.argv  # each second during the bridge's run: 202s, followers listed, Accepts received
 
 
 @dataclass
@@ -193,7 +192,7 @@ async def run_baseline(inst: Instances, actors: list[str], keys: list[rsa.RSAPri
 
 
 async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPrivateKey], concurrency: int,
-                     database_url: str | None, profile: str | None, timeout: float) -> Result:
+                     database_url: str | None, profile: str | None, timeout: float, show_timeline: bool) -> Result:
     async with Bridge("all", database_url, profile) as bridge, aiohttp.ClientSession() as session:
         target = f"{bridge.base}/users/blog"
         reqs, ids = follows(f"{bridge.base}/inbox", target, actors, keys)
@@ -217,7 +216,7 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
                 print(f"    {time.perf_counter() - started:5.1f} s: 202s {PROGRESS['202']:6d}, listed {listed[0]:6d}, "
                       f"Accepts received {len(inst.received):6d}", flush=True)
 
-        ticker = asyncio.create_task(timeline()) if TIMELINE else None
+        ticker = asyncio.create_task(timeline()) if show_timeline else None
 
         waiting = asyncio.create_task(finished())
         ok, accept_secs = await send(f"{bridge.base}/inbox", reqs, concurrency)
@@ -234,7 +233,8 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
                       inst.bad_accepts(pem, ids, target), bridge.peak_rss)
 
 
-async def main(n: int, hosts: int, concurrency: int, database_url: str | None, profile: str | None) -> int:
+async def main(n: int, hosts: int, concurrency: int, database_url: str | None, profile: str | None,
+               show_timeline: bool = False) -> int:
     raise_nofile()
     keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(N_KEYS)]
     pems = [k.public_key().public_bytes(serialization.Encoding.PEM,
@@ -246,7 +246,7 @@ async def main(n: int, hosts: int, concurrency: int, database_url: str | None, p
     timeout = max(300.0, n / 10)
     try:
         base = await run_baseline(inst, actors, key_of, concurrency, timeout)
-        bridge = await run_bridge(inst, actors, key_of, concurrency, database_url, profile, timeout)
+        bridge = await run_bridge(inst, actors, key_of, concurrency, database_url, profile, timeout, show_timeline)
     finally:
         await inst.close()
     print(f"{n} follows from {n} actors on {hosts} loopback hosts, {concurrency} concurrent senders, "
@@ -276,4 +276,5 @@ if __name__ == "__main__":
     parser.add_argument("--database-url", help="an EMPTY database to use (default: a temporary SQLite file)")
     parser.add_argument("--serve-profile", metavar="PATH", help="run the bridge under cProfile, stats to PATH")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.follows, args.hosts, args.concurrency, args.database_url, args.serve_profile)))
+    sys.exit(asyncio.run(main(args.follows, args.hosts, args.concurrency, args.database_url, args.serve_profile,
+                              args.timeline)))

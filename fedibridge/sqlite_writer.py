@@ -8,9 +8,9 @@ inbox's group commit slept in SQLite's busy handler behind them, delaying every 
 
 Here such a transaction is a plain function of a sync SQLAlchemy Connection (the same Core statements),
 run start to finish on this process's SQLite writer thread: the lock is held for the statements' own time.
-The inbox sink (inbox_sink.WriterThread) runs on the same thread, so one process's writes queue in order
-on it instead of sleeping on each other's lock. PostgreSQL has row locks, not one write lock: there the
-function runs on the async engine (`AsyncConnection.run_sync`), in the caller's task.
+(The inbox's group commit keeps its own thread and connection, inbox_sink.WriterThread.) PostgreSQL has row
+locks, not one write lock: there the function runs on the async engine (`AsyncConnection.run_sync`), in the
+caller's task.
 """
 
 from __future__ import annotations

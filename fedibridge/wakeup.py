@@ -38,13 +38,12 @@ _MAX_PAYLOAD = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 
 async def announce(conn: AsyncConnection) -> None:
-    """Queue a notification for commit time; PostgreSQL folds repeats within one transaction into one."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(_NOTIFY)
+    """`announce_in` for an async transaction."""
+    await conn.run_sync(announce_in)
 
 
 def announce_in(conn: Connection) -> None:
-    """`announce` in a sync transaction (Store.write)."""
+    """Queue a notification for commit time; PostgreSQL folds repeats within one transaction into one."""
     if conn.dialect.name == "postgresql":
         conn.execute(_NOTIFY)
 
