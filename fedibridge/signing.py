@@ -1,11 +1,11 @@
 """RSA signing of outgoing requests off the event loop: a small thread pool shared by the process.
 
-A 2048-bit RSA signature costs about 1–2 ms of CPU. Signed inline, a burst of Accepts or deliveries holds
+A 2048-bit RSA signature costs about 0.3–1 ms of CPU. Signed inline, a burst of Accepts or deliveries holds
 the event loop for that long per request, and every inbox POST and public GET waits behind it.
 `cryptography` releases the GIL while it signs, so a thread pool both frees the loop and lets a second
 core sign (bench/signing.py measures inline, thread and process pools; processes were slower: each
-signature pays a pickle round trip). Delivery and Accept sending call `SigningPool.sign` instead of
-`signatures.sign_request`; the result is the same header dict.
+signature pays a pickle round trip). The guarded client (http_client.py) signs every POST, deliveries and
+Accepts, with `SigningPool.sign` instead of `signatures.sign_request`; the result is the same header dict.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
-from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from .config import Scheme
 from .signatures import sign_request
-
-Scheme = Literal["cavage", "rfc9421"]
 
 
 class SigningPool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -392,6 +393,42 @@ async def test_rfc9421_is_kept_where_it_works(serve: Serve, rsa_key: rsa.RSAPriv
         assert (await guarded.post(str(server.make_url("/inbox")), b'{"type": "Like"}')).status == 202
         assert [(s, ok) for s, ok, _ in seen] == [("rfc9421", True)]
         assert guarded.scheme_for("127.0.0.1") == "rfc9421"
+
+
+class ThreadNoting:
+    """Our real key, noting the thread of every signature it makes (the one thing the test observes)."""
+
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        self.key = key
+        self.threads: list[str] = []
+
+    def sign(self, data: bytes, *args: Any) -> bytes:
+        self.threads.append(threading.current_thread().name)
+        return self.key.sign(data, *args)
+
+
+@pytest.mark.parametrize("scheme", ["cavage", "rfc9421"])
+async def test_posts_are_signed_off_the_event_loop_and_gets_on_it(
+    serve: Serve, rsa_key: rsa.RSAPrivateKey, scheme: str
+) -> None:
+    """Deliveries and Accepts are signed on the signing threads (an RSA signature would hold the event loop
+    and every 202 behind it); a GET, which usually gates an inbox answer, is signed inline. Both verify."""
+    seen: list[tuple[str | None, bool, str]] = []
+    check = verifier(rsa_key, seen)
+    server, _ = await serve([web.post("/inbox", check), web.get("/statuses/{id}", check)])
+    noting = ThreadNoting(rsa_key)
+    signer = Signer(noting, OUR_KEY_ID, default_scheme=scheme)  # type: ignore[arg-type]
+    async with GuardedClient(user_agent=UA, signer=signer, allow_private=True, signing_threads=2) as guarded:
+        bodies = [json.dumps({"type": "Accept", "n": i, "summary": "Bienvenue « ici » 🎉"},
+                             ensure_ascii=False).encode() for i in range(20)]
+        answers = await asyncio.gather(*(guarded.post(str(server.make_url("/inbox")), b) for b in bodies))
+        assert [a.status for a in answers] == [202] * 20
+        posts = list(noting.threads)
+        assert (await guarded.get_json(str(server.make_url("/statuses/1"))))["type"] == "Note"
+    loop_thread = threading.current_thread().name
+    assert len(posts) == 20 and all(name.startswith("fedibridge-sign") for name in posts), posts
+    assert noting.threads[20:] == [loop_thread]
+    assert [(s, ok) for s, ok, _ in seen] == [(scheme, True)] * 21
 
 
 # -- Resolver: actors and keys -------------------------------------------------------------------------
