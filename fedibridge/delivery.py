@@ -93,6 +93,7 @@ class Worker:
         self.claimed: dict[int, asyncio.Task[None]] = {}
         self.outcomes: list[Outcome] = []
         self.probed: dict[str, float] = {}
+        self.successes = domain_health.Successes()
         self.stopping = False
         self.last_reap = 0.0
         self.db_task: asyncio.Future[Any] | None = None
@@ -290,9 +291,12 @@ class Worker:
             "last_status": o.status, "last_error": o.error[:1000] if o.error else None,
             "finished_at": None if o.state == "pending" else now,
         }) for o in batch]
-        ok_hosts = {o.row.host for o in batch if o.metric == "delivered" and o.row.kind == "ap"}
+        delivered = [o.row for o in batch if o.metric == "delivered" and o.row.kind == "ap"]
+        ok_hosts = {r.host for r in delivered}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts
+        ok_hosts = self.successes.due(ok_hosts, {r.host for r in delivered if r.probe})
         await self.store.write(self._record, batch, finished, now, ok_hosts, bad_hosts)
+        self.successes.recorded(ok_hosts, bad_hosts)
         for o in batch:
             self.metrics.inc("fedibridge_deliveries_total", outcome=o.metric)
             if o.state != "done":

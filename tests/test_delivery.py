@@ -324,6 +324,31 @@ async def test_domain_marked_unavailable_after_failing_for_days(bridge: Bridge) 
         assert (await domain(bridge, remote.host)).unavailable is True
 
 
+async def test_a_healthy_hosts_success_is_written_once_an_hour_not_with_every_batch(bridge: Bridge) -> None:
+    """Each written success held SQLite's write lock (and the 202s behind it); a failure's streak still
+    ends with the very next success."""
+    async with RemoteInstance() as remote:
+        first = await enqueue(bridge, [remote.shared_inbox])
+        await until_state(bridge, first, "done")
+        assert (await domain(bridge, remote.host)).last_success is not None
+        marker = utcnow() - timedelta(days=2)  # rewritten only if a success is written again
+        async with bridge.store.begin() as conn:
+            await conn.execute(update(domains).where(domains.c.host == remote.host).values(last_success=marker))
+        second = await enqueue(bridge, [remote.shared_inbox], create_payload(bridge, "Encore « une » 🎈"))
+        await until_state(bridge, second, "done")
+        assert (await domain(bridge, remote.host)).last_success == marker  # written within the hour: not again
+
+        remote.inbox_status = lambda rec: 500 if len(remote.received) == 3 else 202
+        third = await enqueue(bridge, [remote.shared_inbox], create_payload(bridge, "Troisième 🎯"))
+        await until_attempted(bridge, third)
+        assert (await domain(bridge, remote.host)).failing_since is not None
+        await make_due(bridge, third)
+        await until_state(bridge, third, "done")
+        dom = await domain(bridge, remote.host)
+        assert dom.failing_since is None and dom.last_success > marker  # the streak ended at once
+        assert len(remote.received) == 4
+
+
 async def test_unavailable_domain_is_skipped_except_one_probe_a_day(bridge: Bridge) -> None:
     async with RemoteInstance() as remote:
         async with bridge.store.begin() as conn:
