@@ -3,8 +3,9 @@
 This is the hottest write of the bridge (every signed POST waits for it before its 202), so it skips the
 async engine: on the request loop, each driver round trip of a transaction (a dozen with aiosqlite) waited
 behind every request handler that became ready meanwhile, and SQLAlchemy's per-row statement machinery
-cost more CPU than the insert itself. A sink owns one connection on a dedicated thread and writes with the
-driver directly; the request loop awaits one future per batch.
+cost more CPU than the insert itself. A sink owns one connection on one thread and writes with the driver
+directly; the request loop awaits one future per batch. On SQLite that thread is the store's writer thread
+(sqlite_writer), so this process's two writers take turns there instead of in SQLite's busy handler.
 
 - SQLite: the stdlib driver, one multi-row INSERT per batch.
 - PostgreSQL: asyncpg on a loop only this thread runs; one `INSERT … SELECT FROM unnest(…)` per batch.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect, make_url
 
 from .config import sqlalchemy_url
+from .sqlite_writer import CLOSE_SECONDS
 from .store import sqlite_path, sqlite_pragmas
 from .tables import inbox_items
 from .wakeup import CHANNEL, asyncpg_dsn
@@ -167,11 +169,12 @@ def _pg_dialect() -> Dialect:
 
 
 class WriterThread:
-    """A sink on a thread of its own; `await write(rows)` hands it one batch."""
+    """A sink on one thread, its own or the store's SQLite writer thread; `await write(rows)` hands it a batch."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, thread: Executor | None = None) -> None:
         self._database_url = database_url
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inbox-writer")
+        self._own = thread is None  # a shared thread is its owner's to stop
+        self._executor = thread or ThreadPoolExecutor(1, thread_name_prefix="inbox-writer")
         self._sink: _Sink | None = None
 
     async def start(self) -> None:
@@ -179,7 +182,8 @@ class WriterThread:
         try:
             self._sink = await self._run(self._open)
         except BaseException:
-            self._executor.shutdown(wait=False)
+            if self._own:
+                self._executor.shutdown(wait=False)
             raise
 
     async def write(self, rows: list[Row]) -> set[str]:
@@ -206,11 +210,17 @@ class WriterThread:
             await self._run(self._sink.checkpoint, full)
 
     async def stop(self) -> None:
+        """Close the connection on its thread, waiting at most CLOSE_SECONDS: a shared thread may be stuck in
+        a transaction waiting out another process's lock, which must not hold up a stop (cli exits past it)."""
         try:
             if self._sink is not None:
-                await self._run(self._sink.close)
+                closing = asyncio.ensure_future(self._run(self._sink.close))
+                await asyncio.wait([closing], timeout=CLOSE_SECONDS)
+                if closing.done():
+                    closing.result()
         finally:
-            self._executor.shutdown(wait=False)
+            if self._own:
+                self._executor.shutdown(wait=False)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -9,6 +9,7 @@ request then learns whether its row was new or a duplicate.
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 from typing import Any
 
 import orjson
@@ -40,8 +41,9 @@ class InboxWriter:
     at once. A request waits at most `timeout` seconds for its batch, so nothing hangs.
     """
 
-    def __init__(self, database_url: str, health: Health | None = None, timeout: float = STORE_TIMEOUT) -> None:
-        self._sink = WriterThread(database_url)
+    def __init__(self, database_url: str, health: Health | None = None, timeout: float = STORE_TIMEOUT,
+                 thread: Executor | None = None) -> None:
+        self._sink = WriterThread(database_url, thread)  # thread: Store.write_thread(), shared on SQLite
         self._sqlite = database_url.startswith("sqlite")
         self._health = health or Health()
         self._timeout = timeout

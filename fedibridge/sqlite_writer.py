@@ -8,7 +8,9 @@ inbox's group commit slept in SQLite's busy handler behind them, delaying every 
 
 Here such a transaction is a plain function of a sync SQLAlchemy Connection (the same Core statements),
 run start to finish on this process's SQLite writer thread: the lock is held for the statements' own time.
-(The inbox's group commit keeps its own thread and connection, inbox_sink.WriterThread.) PostgreSQL has row
+The inbox's group commit (inbox_sink.WriterThread) keeps its own connection but runs on this same thread
+(Store.write_thread): two writer threads of one process only waited for each other in SQLite's busy
+handler, which sleeps in steps of up to 100 ms and overshot every wait. PostgreSQL has row
 locks, not one write lock: there the function runs on the async engine (`AsyncConnection.run_sync`), in the
 caller's task.
 """

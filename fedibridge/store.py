@@ -14,6 +14,7 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,6 +182,14 @@ class Store:
             return await self.writer.run(fn, *args)
         async with self.engine.begin() as conn:
             return await conn.run_sync(fn, *args)
+
+    def write_thread(self) -> Executor | None:
+        """SQLite: the writer's one thread, for the inbox's group commit to share (None on PostgreSQL).
+
+        Two writer threads of one process only queue behind each other in SQLite's busy handler, which sleeps
+        in steps up to 100 ms and so overshoots every wait; on one thread they simply run in turn.
+        """
+        return self.writer.executor if self.writer is not None else None
 
     def sync_engines(self) -> list[Any]:
         """Every sync Engine that writes (for listeners that must see all writes: doc_cache)."""

@@ -7,6 +7,7 @@ stored: same values read back through tables.inbox_items, same text in the datet
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -134,3 +135,33 @@ async def test_a_batch_that_fails_does_not_end_the_writer(store: Store) -> None:
     assert not isinstance(caught.value, TimeoutError)
     assert await asyncio.wait_for(writer.add(row(2, when)), 10) is True
     await writer.close()
+
+
+async def test_on_sqlite_the_group_commit_takes_turns_with_store_writes_on_one_thread(store: Store) -> None:
+    """SQLite: the inbox's commits run on the store's writer thread, so this process's two writers never wait
+    for each other in SQLite's busy handler; closing the inbox writer leaves that thread to the store."""
+    writer = InboxWriter(store.database_url, thread=store.write_thread())
+    await writer.start()
+    threads: list[str] = []
+
+    def noted(conn: Any) -> None:
+        threads.append(threading.current_thread().name)
+        conn.execute(text("SELECT 1"))
+
+    when = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+    try:
+        stored = await asyncio.gather(*(writer.add(row(i, when)) for i in range(60)),
+                                      store.write(noted), store.write(noted))
+        assert stored[:60] == [True] * 60
+        names = {t.name for t in threading.enumerate()}
+    finally:
+        await writer.close()
+    if store.is_postgres:
+        assert store.write_thread() is None  # row locks: the sink keeps its own thread, writes on the engine
+        assert any(n.startswith("inbox-writer") for n in names)
+    else:
+        assert threads and all(n.startswith("sqlite-writer") for n in threads)
+        assert not any(n.startswith("inbox-writer") for n in names), names
+    await store.write(noted)  # the store's writer goes on after the inbox writer closed
+    async with store.connect() as conn:
+        assert (await conn.execute(select(inbox_items.c.id))).all().__len__() == 60

@@ -98,7 +98,7 @@ def setup(app: web.Application, prefix: str, settings: Settings) -> None:
 
 async def _writer(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
-    app[WRITER] = InboxWriter(services.store.database_url, services.health)
+    app[WRITER] = InboxWriter(services.store.database_url, services.health, thread=services.store.write_thread())
     await app[WRITER].start()
     yield
     await app[WRITER].close()
