@@ -212,11 +212,11 @@ def cpu_seconds(pids: list[int], postgres_db: str | None = None) -> dict[str, fl
         except OSError:
             pass
     if postgres_db:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
+        for entry in filter(str.isdigit, os.listdir("/proc")):
             try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 if title.startswith("postgres: ") and f" {postgres_db} " in title:
-                    out[f"postgres:{pid}"] = used(pid)
+                    out[f"postgres:{entry}"] = used(entry)
             except OSError:
                 pass
     return out

@@ -9,9 +9,11 @@ generating 10,000 would take minutes) and records every POST to their inboxes. T
 (draft-cavage, as Mastodon signs) and sent by `--concurrency` clients.
 
 Measured, from the first Follow until every follower is listed by `GET /api/followers` (its `total`) and
-every follower's inbox has received an Accept of its Follow: follows/s end to end, the 202 rate, and the
-bridge's peak RSS. The bridge is a real `fedibridge serve` subprocess (role `all`, SQLite unless
---database-url, allow_private_addresses). Every Accept's signature is verified with the bridge's public
+every follower's inbox has received an Accept of its Follow: follows/s end to end, the 202 rate, the
+bridge's peak RSS, and the CPU seconds each server process used meanwhile (all its threads): on a shared,
+noisy machine the CPU per follow moves much less than the wall-clock rate, so compare versions by it too.
+The bridge is a real `fedibridge serve` subprocess (role `all`, SQLite unless --database-url,
+allow_private_addresses). Every Accept's signature is verified with the bridge's public
 key after the clock stops (verifying inline would bill this process's CPU to the bridge).
 
 Baseline in the same run, against the same instances and generator: bench/_bare.py follows, a process
@@ -38,7 +40,15 @@ from multidict import CIMultiDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._bridge import Bare, Bridge, free_port, loopback_hosts, raise_nofile, total  # noqa: E402
+from bench._bridge import (  # noqa: E402
+    Bare,
+    Bridge,
+    cpu_seconds,
+    free_port,
+    loopback_hosts,
+    raise_nofile,
+    total,
+)
 from fedibridge.signatures import load_public_key, sign_request, verify_request  # noqa: E402
 
 AS = "https://www.w3.org/ns/activitystreams"
@@ -169,6 +179,7 @@ class Result:
     accepts: int
     bad: int
     rss: float
+    cpu: float  # CPU seconds (user + system, every thread) the server process used from the first Follow on
 
 
 async def run_baseline(inst: Instances, actors: list[str], keys: list[rsa.RSAPrivateKey], concurrency: int,
@@ -179,6 +190,8 @@ async def run_baseline(inst: Instances, actors: list[str], keys: list[rsa.RSAPri
         async with session.get(target) as resp:
             pem = (await resp.json(content_type=None))["publicKey"]["publicKeyPem"]
         inst.expect(len(actors))
+        assert bare.proc is not None
+        cpu = cpu_seconds([bare.proc.pid])["workers"]
         started = time.perf_counter()
         ok, accept_secs = await send(f"{bare.base}/inbox", reqs, concurrency)
         try:
@@ -186,9 +199,10 @@ async def run_baseline(inst: Instances, actors: list[str], keys: list[rsa.RSAPri
         except TimeoutError:
             pass
         secs = (inst.last or time.perf_counter()) - started
+        cpu = cpu_seconds([bare.proc.pid])["workers"] - cpu
         bare.sample_rss()
         return Result("baseline (bench/_bare.py follows)", ok, accept_secs, secs, len(inst.received),
-                      len(inst.received), inst.bad_accepts(pem, ids, target), bare.peak_rss)
+                      len(inst.received), inst.bad_accepts(pem, ids, target), bare.peak_rss, cpu)
 
 
 async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPrivateKey], concurrency: int,
@@ -198,6 +212,8 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
         reqs, ids = follows(f"{bridge.base}/inbox", target, actors, keys)
         inst.expect(len(actors))
         listed = [0, 0.0]
+        assert bridge.proc is not None
+        cpu = cpu_seconds([bridge.proc.pid])["workers"]
         started = time.perf_counter()
 
         async def poll() -> None:
@@ -225,12 +241,13 @@ async def run_bridge(inst: Instances, actors: list[str], keys: list[rsa.RSAPriva
         except TimeoutError:
             pass
         secs = max(inst.last or time.perf_counter(), listed[1]) - started
+        cpu = cpu_seconds([bridge.proc.pid])["workers"] - cpu
         if ticker is not None:
             ticker.cancel()
         pem = (bridge.dir / "keys" / "public.pem").read_text()
         bridge.sample_rss()
         return Result("fedibridge serve (role all)", ok, accept_secs, secs, int(listed[0]), len(inst.received),
-                      inst.bad_accepts(pem, ids, target), bridge.peak_rss)
+                      inst.bad_accepts(pem, ids, target), bridge.peak_rss, cpu)
 
 
 async def main(n: int, hosts: int, concurrency: int, database_url: str | None, profile: str | None,
@@ -255,10 +272,11 @@ async def main(n: int, hosts: int, concurrency: int, database_url: str | None, p
         print(f"  {r.label:34s}: 202s {r.accepted}/{n} in {r.accept_secs:6.1f} s "
               f"({r.accepted / r.accept_secs:6.0f}/s); "
               f"end to end {r.secs:6.1f} s = {r.accepts / r.secs:6.0f} follows/s; listed {r.listed}, "
-              f"Accepts {r.accepts}/{n} ({r.bad} bad); peak RSS {r.rss:.0f} MB")
+              f"Accepts {r.accepts}/{n} ({r.bad} bad); peak RSS {r.rss:.0f} MB; "
+              f"CPU {r.cpu:.1f} s ({1000 * r.cpu / n:.2f} ms a follow)")
     ratio = bridge.secs / base.secs
-    print(f"  ratio: bridge {ratio:.1f}x the baseline's time (issue 12 target: >= 600 follows/s, "
-          f"peak RSS < 300 MB)")
+    print(f"  ratio: bridge {ratio:.1f}x the baseline's time, {bridge.cpu / max(base.cpu, 0.01):.1f}x its CPU "
+          f"(issue 12 target: >= 600 follows/s, peak RSS < 300 MB)")
     if profile:
         print(f"  profile of the bridge process: {profile} (python bench/profile_summary.py {profile})")
     good = (bridge.accepted == n and bridge.listed == n and bridge.accepts == n and bridge.bad == 0
