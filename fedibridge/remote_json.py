@@ -10,6 +10,7 @@ lone surrogates on the way in (sanitize.strip_controls), so nothing stored can b
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -19,6 +20,12 @@ from .sanitize import strip_controls
 __all__ = ["MAX_DEPTH", "JSONTooDeep", "clean", "loads"]
 
 MAX_DEPTH = 64  # Mastodon's deepest (Create → Note → replies → first → items → …) is under 10
+
+
+# Bytes of JSON text that can parse into a character strip_controls removes: an escape (\uXXXX, \b, \f), DEL, a
+# C1 control (UTF-8 C2 80-9F) or U+FFFE/U+FFFF (EF BF BE/BF). Raw C0 controls and lone surrogates are not
+# valid JSON text (orjson refuses them). An escaped backslash before b, f or u matches too: only a false alarm.
+_MAYBE_CONTROLS = re.compile(rb"\\[ubf]|\x7f|\xc2[\x80-\x9f]|\xef\xbf[\xbe\xbf]")
 
 
 class JSONTooDeep(ValueError):
@@ -52,6 +59,10 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
 
     orjson first (fast, and it stops at 1024 levels by itself); it refuses lone surrogate escapes
     ("\\ud800"), which Python's parser reads, so those documents take the slower path and lose them in clean().
+
+    Most documents need no cleaning, and their bytes say so: no byte sequence that parses into a control
+    character (_MAYBE_CONTROLS), and at most max_depth brackets (so no deeper nesting). Those are returned
+    as parsed, without the copy: the walk was ~3 % of the event loop's time in a follow burst.
     """
     try:
         parsed = orjson.loads(data)
@@ -62,4 +73,8 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
             parsed = json.loads(data)
         except (ValueError, RecursionError) as again:
             raise ValueError(f"malformed JSON: {again}") from None
+        return clean(parsed, max_depth)
+    if isinstance(data, bytes) and data.count(b"{") + data.count(b"[") <= max_depth \
+            and _MAYBE_CONTROLS.search(data) is None:
+        return parsed
     return clean(parsed, max_depth)
