@@ -294,9 +294,9 @@ class Worker:
         delivered = [o.row for o in batch if o.metric == "delivered" and o.row.kind == "ap"]
         ok_hosts = {r.host for r in delivered}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts
-        ok_hosts = self.successes.due(ok_hosts, {r.host for r in delivered if r.probe})
-        await self.store.write(self._record, batch, finished, now, ok_hosts, bad_hosts)
-        self.successes.recorded(ok_hosts, bad_hosts)
+        write_ok = self.successes.due(ok_hosts, {r.host for r in delivered if r.probe})
+        await self.store.write(self._record, batch, finished, now, write_ok, bad_hosts)
+        self.successes.recorded(write_ok, bad_hosts)
         for o in batch:
             self.metrics.inc("fedibridge_deliveries_total", outcome=o.metric)
             if o.state != "done":
