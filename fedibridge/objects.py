@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from .hosts import netloc_of
 from .models import Attachment, Author
-from .remote_json import clean
+from .remote_json import cleaned
 from .sanitize import plain_text, sanitize_remote, text_to_html
 
 __all__ = [
@@ -230,7 +230,7 @@ def parse_actor(doc: dict[str, Any]) -> RemoteActor:
     """Parse an actor document; ``ValueError`` says what is missing when it cannot be used."""
     if not isinstance(doc, dict):
         raise ValueError("actor document is not a JSON object")
-    doc = clean(doc)  # no control characters in names or URLs, nesting bounded (JSONTooDeep is a ValueError)
+    doc = cleaned(doc)  # no control characters in names or URLs, nesting bounded (JSONTooDeep is a ValueError)
     actor_id = _required_url(doc, "id", "actor")
     kind = doc.get("type")
     kind = next((t for t in as_list(kind) if t in ACTOR_TYPES), None)
@@ -383,7 +383,7 @@ def parse_note(obj: dict[str, Any]) -> RemoteNote:
     """Parse a Note-like object; ``ValueError`` says why when it cannot become a comment."""
     if not isinstance(obj, dict):
         raise ValueError("object is not a JSON object")
-    obj = clean(obj)  # already clean when it came through remote_json.loads; stored payloads may predate that
+    obj = cleaned(obj)  # already clean when it came through remote_json.loads; stored payloads may predate that
     note_id = _http_url(ref_id(obj.get("id")))
     if not note_id:
         raise ValueError("object has no usable id (need an http(s) URL)")

@@ -17,7 +17,7 @@ import orjson
 
 from .sanitize import strip_controls
 
-__all__ = ["MAX_DEPTH", "JSONTooDeep", "clean", "loads"]
+__all__ = ["MAX_DEPTH", "JSONTooDeep", "clean", "cleaned", "loads", "maybe_controls"]
 
 MAX_DEPTH = 64  # Mastodon's deepest (Create → Note → replies → first → items → …) is under 10
 
@@ -25,7 +25,17 @@ MAX_DEPTH = 64  # Mastodon's deepest (Create → Note → replies → first → 
 # Bytes of JSON text that can parse into a character strip_controls removes: an escape (\uXXXX, \b, \f), DEL, a
 # C1 control (UTF-8 C2 80-9F) or U+FFFE/U+FFFF (EF BF BE/BF). Raw C0 controls and lone surrogates are not
 # valid JSON text (orjson refuses them). An escaped backslash before b, f or u matches too: only a false alarm.
-_MAYBE_CONTROLS = re.compile(rb"\\[ubf]|\x7f|\xc2[\x80-\x9f]|\xef\xbf[\xbe\xbf]")
+# Searched as separate patterns, each led by a literal byte that `re` finds with a fast scan: 2.5x faster than
+# one alternation tried at every byte (5 vs 13 us for a 1.6 kB Mastodon note).
+_ESCAPE = re.compile(rb"\\[ubf]")
+_C1 = re.compile(rb"\xc2[\x80-\x9f]")
+_NONCHARACTER = re.compile(rb"\xef\xbf[\xbe\xbf]")
+
+
+def maybe_controls(data: bytes) -> bool:
+    """Whether JSON text `data` may parse into a string holding a character strip_controls removes."""
+    return (b"\x7f" in data or _ESCAPE.search(data) is not None or _C1.search(data) is not None
+            or _NONCHARACTER.search(data) is not None)
 
 
 class JSONTooDeep(ValueError):
@@ -38,6 +48,28 @@ def clean(value: Any, max_depth: int = MAX_DEPTH) -> Any:
     Raises JSONTooDeep past ``max_depth`` levels; the recursion itself stops there, far below Python's limit.
     """
     return _clean(value, max_depth)
+
+
+def cleaned(value: Any, max_depth: int = MAX_DEPTH) -> Any:
+    """`value` itself when it has nothing to clean, else `clean(value)`: equal results, same errors.
+
+    For documents that were parsed elsewhere (a stored payload, a nested object): their orjson bytes show
+    what loads() sees in a document's bytes (no control character, few enough brackets). Serialising is
+    C code, ~10x cheaper than walking every string in Python (~11 % of a worker's time in a reply burst).
+    The value is shared, not copied: callers read it only.
+    """
+    try:
+        data = orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError too: a lone surrogate, a non-str key, a huge int
+        return clean(value, max_depth)
+    if _nothing_to_clean(data, max_depth):
+        return value
+    return clean(value, max_depth)
+
+
+def _nothing_to_clean(data: bytes, max_depth: int) -> bool:
+    """No byte sequence that parses into a control character, and nesting that cannot exceed max_depth."""
+    return data.count(b"{") + data.count(b"[") <= max_depth and not maybe_controls(data)
 
 
 def _clean(value: Any, left: int) -> Any:
@@ -61,7 +93,7 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     ("\\ud800"), which Python's parser reads, so those documents take the slower path and lose them in clean().
 
     Most documents need no cleaning, and their bytes say so: no byte sequence that parses into a control
-    character (_MAYBE_CONTROLS), and at most max_depth brackets (so no deeper nesting). Those are returned
+    character (maybe_controls), and at most max_depth brackets (so no deeper nesting). Those are returned
     as parsed, without the copy: the walk was ~3 % of the event loop's time in a follow burst.
     """
     try:
@@ -74,7 +106,6 @@ def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         except (ValueError, RecursionError) as again:
             raise ValueError(f"malformed JSON: {again}") from None
         return clean(parsed, max_depth)
-    if isinstance(data, bytes) and data.count(b"{") + data.count(b"[") <= max_depth \
-            and _MAYBE_CONTROLS.search(data) is None:
+    if isinstance(data, bytes) and _nothing_to_clean(data, max_depth):
         return parsed
     return clean(parsed, max_depth)
