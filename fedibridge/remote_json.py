@@ -51,7 +51,7 @@ def clean(value: Any, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def cleaned(value: Any, max_depth: int = MAX_DEPTH) -> Any:
-    """`value` itself when it has nothing to clean, else `clean(value)`: equal results, same errors.
+    """`value` itself when it has nothing to clean, else `clean(value)`: for parsed JSON, equal results and errors.
 
     For documents that were parsed elsewhere (a stored payload, a nested object): their orjson bytes show
     what loads() sees in a document's bytes (no control character, few enough brackets). Serialising is
