@@ -266,6 +266,21 @@ async def instances(keys: list[rsa.RSAPrivateKey], hosts: list[str], per_host: i
     return runner, actors
 
 
+def steady_rate(progress: list[tuple[float, int]], n: int, low: float = 0.1, high: float = 0.9) -> float | None:
+    """Comments/s between the moments `low` and `high` of the n comments were listed (interpolated between
+    polls): the handling rate without start-up or the timing of the first and last batch, which move a whole
+    run's rate by a batch's time (1,000 comments) either way."""
+
+    def when(target: float) -> float | None:
+        for (t0, c0), (t1, c1) in zip(progress, progress[1:], strict=False):
+            if c0 < target <= c1:
+                return t0 + (t1 - t0) * (target - c0) / (c1 - c0)
+        return None
+
+    start, end = when(low * n), when(high * n)
+    return (high - low) * n / (end - start) if start is not None and end is not None and end > start else None
+
+
 async def end_to_end(n: int, concurrency: int, role: str, database_url: str | None, serve_profile: str | None,
                      workers: int = 1) -> bool:
     """A burst of n replies from 50 actors on 5 hosts to a `fedibridge serve` subprocess, until all are comments."""
@@ -289,6 +304,7 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
             started = time.perf_counter()
 
             first_handled = [0.0]  # role web: when the worker processes' first comments showed
+            progress: list[tuple[float, int]] = []  # (when, comments listed) at each poll
 
             async def poll() -> None:
                 while seen[0] < n:
@@ -296,6 +312,7 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
                     seen[0] = await total(session, bridge, "/api/comments?status=all")
                     if seen[0] and not first_handled[0]:
                         first_handled[0] = time.perf_counter()
+                    progress.append((time.perf_counter(), seen[0]))
                     bridge.sample_rss()
                 done.set()
 
@@ -340,6 +357,10 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
         print(f"  handling by {workers} --role worker process(es) after the burst: {stored} in {handling_secs:6.1f} s, "
               f"{stored / handling_secs:8.0f} comments/s (includes worker start-up); from the first comment shown: "
               f"{working_secs:5.1f} s, {stored / working_secs:8.0f} comments/s")
+        middle = steady_rate(progress, n)
+        if middle:
+            print(f"  steady handling, from 10 % to 90 % of the comments listed: {middle:8.0f} comments/s "
+                  "(leaves out start-up, the first batch's landing and the last batch: compare workers by this)")
         print(f"  CPU while handling (start-up included): {cpu}")
     print(f"  peak RSS                    : bridge {bridge.peak_rss:.0f} MB, bare {bare.peak_rss:.0f} MB "
           "(target < 300 MB)")
