@@ -303,15 +303,12 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
             seen = [0]
             started = time.perf_counter()
 
-            first_handled = [0.0]  # role web: when the worker processes' first comments showed
             progress: list[tuple[float, int]] = []  # (when, comments listed) at each poll
 
             async def poll() -> None:
                 while seen[0] < n:
                     await asyncio.sleep(0.1 if role == "web" else 0.25)
                     seen[0] = await total(session, bridge, "/api/comments?status=all")
-                    if seen[0] and not first_handled[0]:
-                        first_handled[0] = time.perf_counter()
                     progress.append((time.perf_counter(), seen[0]))
                     bridge.sample_rss()
                 done.set()
@@ -338,7 +335,8 @@ async def end_to_end(n: int, concurrency: int, role: str, database_url: str | No
                     worker.terminate()
                     await worker.wait()
             handling_secs = time.perf_counter() - handling_from
-            working_secs = time.perf_counter() - first_handled[0] if first_handled[0] else handling_secs
+            first_handled = next((t for t, listed in progress if listed), 0.0)  # role web: workers' first comments
+            working_secs = time.perf_counter() - first_handled if first_handled else handling_secs
             e2e_secs = time.perf_counter() - started
             stored = seen[0]
     finally:
