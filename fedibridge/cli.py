@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__, config, installation
+from . import __version__, config, heap, installation
 from .doctor import run_doctor
 from .errors import ConfigError, FedibridgeError
 from .hosts import host_of
@@ -246,6 +246,7 @@ async def _serve(settings: config.Settings, role: str) -> int:
                 raise ConfigError(f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}): stop the other "
                                   "program using that port, or choose another with --port or FEDIBRIDGE_PORT") from None
         _banner(settings, role, key_created, token_created)
+        heap.settle()  # start-up is done: what it built lives as long as the process (see heap.py)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -63,14 +63,21 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 
-    def render(self, gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None) -> str:
-        """Text exposition format 0.0.4; `gauges` maps name → (help, [(labels, value)])."""
+    def render(self, gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None,
+               counters: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None) -> str:
+        """Text exposition format 0.0.4; `gauges` and `counters` (counted elsewhere, e.g. by the runtime) map
+        name → (help, [(labels, value)])."""
         lines: list[str] = []
         for name in sorted(set(self._counters) | set(self.HELP)):
             lines.append(f"# HELP {name} {self.HELP.get(name, name)}")
             lines.append(f"# TYPE {name} counter")
             for key, value in sorted(self._with_zeros(name, self._counters.get(name, {})).items()):
                 lines.append(f"{name}{_labels(dict(key))} {value:g}")
+        for name, (help_text, samples) in sorted((counters or {}).items()):
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} counter")
+            lines.extend(f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(
+                samples, key=lambda s: sorted(s[0].items())))
         empty: list[tuple[dict[str, str], float]] = []
         given = {name: (help_text, empty) for name, help_text in self.GAUGE_HELP.items()} | (gauges or {})
         for name, (help_text, samples) in sorted(given.items()):

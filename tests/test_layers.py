@@ -18,7 +18,7 @@ RANK = {"base": 0, "protocol": 1, "infra": 2, "services": 3, "core": 4, "web": 5
 LAYERS = {
     # base: the package root, errors, settings and small helpers every layer uses (no I/O of their own).
     "fedibridge": "base", "errors": "base", "config": "base", "hosts": "base", "logsafe": "base",
-    "metrics": "base", "health": "base", "models": "base", "jsontext": "base",
+    "metrics": "base", "heap": "base", "health": "base", "models": "base", "jsontext": "base",
     # protocol: pure ActivityPub/HTTP-signature/feed code, plain values in and out.
     "signatures": "protocol", "cavage": "protocol", "rfc9421": "protocol", "vocab": "protocol",
     "objects": "protocol", "sanitize": "protocol", "feeds": "protocol", "feed_extensions": "protocol",

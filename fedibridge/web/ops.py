@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from sqlalchemy import func, select, text
 
+from .. import heap
 from ..config import metrics_address
 from ..health import describe, is_storage_outage
 from ..store import disk_free_bytes
@@ -66,7 +67,8 @@ async def render(app: web.Application) -> web.Response:
     free = disk_free_bytes(services.store.database_url)
     if free is not None:
         gauges["fedibridge_disk_free_bytes"] = ("Free space on the SQLite database's filesystem.", [({}, free)])
-    body = services.metrics.render(gauges)
+    gauges.update(heap.gauges())
+    body = services.metrics.render(gauges, heap.counters())
     return web.Response(text=body, content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
