@@ -20,6 +20,7 @@ import base64
 import functools
 import hashlib
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -64,6 +65,18 @@ class _Entry:
     born: float
 
 
+_WRITE = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)', re.IGNORECASE)
+_READ = re.compile(r"\s*(?:SELECT|SET|SHOW|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|PRAGMA)\b", re.IGNORECASE)
+
+
+def written_table(sql: str) -> str | None:
+    """The table an SQL text writes (None: it writes nothing), or ALL when it may write and names none we read."""
+    found = _WRITE.match(sql)
+    if found:
+        return found.group(1)
+    return None if _READ.match(sql) else ALL
+
+
 def watch_writes(store: Store, written: Callable[[frozenset[str]], None]) -> None:
     """Call `written(tables)` on the event loop once a connection that wrote those tables goes back to the pool
     (after its commit or rollback). Connections of SQLite's writer thread (Store.write) are checked in there:
@@ -71,7 +84,12 @@ def watch_writes(store: Store, written: Callable[[frozenset[str]], None]) -> Non
     loop = asyncio.get_running_loop()
     loop_thread = threading.get_ident()
 
-    def after_execute(conn: Any, _cursor: Any, _stmt: Any, _params: Any, context: Any, _many: bool) -> None:
+    def after_execute(conn: Any, _cursor: Any, stmt: Any, _params: Any, context: Any, _many: bool) -> None:
+        if context.compiled is None:  # SQL handed to the driver as text (bulk_insert): named from the text
+            name = written_table(stmt)
+            if name is not None:
+                conn.info.setdefault(_DIRTY, set()).add(name)
+            return
         if not (context.isinsert or context.isupdate or context.isdelete):
             return
         table = getattr(getattr(context.compiled, "statement", None), "table", None)

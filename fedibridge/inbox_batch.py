@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import moderation
+from .bulk_insert import insert_new
 from .comment_views import comment_from_row, find_article, select_comments
 from .comments import METRIC as COMMENT_METRIC
 from .comments import Refused, author_of, check_note, comment_row, emit_event
@@ -188,8 +189,7 @@ def _write_replies(conn: Connection, services: Services, batch: _Batch,
         status = moderation.status_for(settings, "ham", note.attributed_to in known)
         author = author_of(note.attributed_to, fetched.get(note.attributed_to, FetchError("not fetched")))
         values[note.id] = comment_row(note, article_id, parent_id, author, status, now)
-    result = conn.execute(insert_ignore(conn, comments).returning(comments.c.ap_id), list(values.values()))
-    inserted = set(result.scalars())
+    inserted = insert_new(conn, comments, "ap_id", list(values.values()))  # the driver directly: see bulk_insert
     statuses = {a: values[a]["status"] for a in inserted}
     if len(inserted) < len(values):  # stored meanwhile by another worker or a re-run: read what it decided
         others = select(comments.c.ap_id, comments.c.status).where(comments.c.ap_id.in_(set(values) - inserted))

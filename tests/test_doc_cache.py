@@ -314,3 +314,27 @@ async def test_public_thread_is_shared_and_current(make_bridge: BridgeFactory) -
         assert resp.status in (200, 201), await resp.text()
     _, _, after_block = await get(bridge, path)
     assert "partagée".encode() not in after_block
+
+
+async def test_batched_replies_show_on_a_cached_thread(make_bridge: BridgeFactory) -> None:
+    """Replies handled in a batch are inserted with the driver directly (bulk_insert): the cache still learns
+    that comments changed, so a thread cached for an hour shows them on the next read."""
+    bridge = await make_bridge(moderation="open", document_cache_seconds=3600)
+    await post(bridge, article())
+    article_id = bridge.app[SERVICES].site.article_id("cafe")
+    path = "/api/articles/cafe/comments"
+    _, _, before = await get(bridge, path)
+    assert b'"total":0' in before  # cached now
+    async with RemoteInstance() as masto:
+        replies = []
+        for name in ("lea", "noe", "ines"):
+            actor = masto.add_actor(name)
+            reply = masto.note(actor, f"<p>« Bravo » de {name} 🎉</p>", article_id)
+            status, _ = await masto.send(actor, f"{bridge.url}/inbox", masto.create(actor, reply))
+            assert status == 202
+            replies.append(reply["id"])
+        for ap_id in replies:
+            await wait_for(lambda ap_id=ap_id: _stored(bridge, ap_id), timeout=10)
+    status, _, after = await get(bridge, path)
+    assert status == 200 and b'"total":3' in after
+    assert "« Bravo » de ines 🎉".encode() in after

@@ -32,7 +32,7 @@ LAYERS = {
     "actor_state": "infra",
     "http_client": "infra", "netguard": "infra", "remote_actors": "infra", "wakeup": "infra", "enqueue": "infra",
     "worker": "infra", "sqlite_writer": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra",
-    "ratelimit": "infra",
+    "ratelimit": "infra", "bulk_insert": "infra",
     # services: the one object holding the rest (imports project modules for typing only).
     "services": "services",
     # core: what the bridge does; takes Services (or parts of it), never a web.Application.
