@@ -16,6 +16,7 @@ The statement is handed to the driver as text: doc_cache names the table it writ
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -55,7 +56,10 @@ def _postgres_sql(table: Table, columns: tuple[str, ...], key: str) -> str:
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
-    arrays = ", ".join(f"${i}::{table.c[name].type.compile(dialect=dialect)}[]" for i, name in enumerate(columns, 1))
+    # The arrays' element types without their lengths: `'…'::varchar(35)` would cut an over-long value where the
+    # column's own check refuses it, as the Core insert does.
+    kinds = [re.sub(r"\(.*?\)", "", table.c[name].type.compile(dialect=dialect)) for name in columns]
+    arrays = ", ".join(f"${i}::{kind}[]" for i, kind in enumerate(kinds, 1))
     return (f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) SELECT * FROM unnest({arrays}) "
             f"ON CONFLICT DO NOTHING RETURNING {quote(key)}")
 

@@ -112,3 +112,14 @@ def test_doc_cache_names_the_table_of_driver_sql() -> None:
     assert written_table("BEGIN IMMEDIATE") is None
     assert written_table("SELECT 1") is None
     assert written_table("WITH x AS (DELETE FROM comments RETURNING id) SELECT * FROM x") == ALL
+
+
+async def test_an_over_long_value_is_refused_as_the_core_insert_refuses_it(store: Store) -> None:
+    """PostgreSQL checks varchar(35) on insert; the arrays' casts must not cut the value short instead."""
+    if store.is_postgres:
+        with pytest.raises(Exception, match="too long"):
+            await store.write(insert_new, comments, "ap_id", [comment(1, language="x" * 36)])
+        assert await _rows(store) == []
+    else:  # SQLite does not enforce lengths: stored whole, as the Core insert stores it
+        await store.write(insert_new, comments, "ap_id", [comment(1, language="x" * 36)])
+        assert (await _rows(store))[0]["language"] == "x" * 36
