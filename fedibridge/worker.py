@@ -193,6 +193,15 @@ async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) ->
                                                           *_owned_by(queue, owner)).values(**values))
 
 
+async def release_all(store: Store, queue: Queue, owner: str) -> None:
+    """Hand back every pending row leased to `owner` (an owned queue whose one worker holds no batch now)."""
+    c = queue.table.c
+    values: dict[str, Any] = {"locked_until": None, "locked_by": None}
+    if queue.count_on_claim:
+        values["attempts"] = c.attempts - 1
+    await store.write(_execute, update(queue.table).where(c.locked_by == owner, c.state == "pending").values(**values))
+
+
 def _execute(conn: Connection, stmt: Any) -> None:
     conn.execute(stmt)
 
@@ -288,9 +297,19 @@ class Worker:
     handler: BatchHandler
     owner: str
     held: set[int] = field(default_factory=set)
+    unsure: bool = False  # a claim failed: it may have committed all the same (see run_once)
 
     async def run_once(self) -> int:
-        """Claim and handle one batch of due rows; returns how many were claimed."""
+        """Claim and handle one batch of due rows; returns how many were claimed.
+
+        A claim whose commit fails with the connection (PostgreSQL cut mid-commit) may have committed on the
+        server: its rows would then be leased to us, unknown to us, for the whole lease. This worker handles one
+        batch at a time, so before its next claim every pending row still leased to it is handed back.
+        """
+        if self.unsure:
+            await release_all(self.store, self.queue, self.owner)
+            self.unsure = False
+            self.held.clear()
         if self.held:
             await release(self.store, self.queue, self.owner, self.held)
             self.held.clear()
@@ -301,6 +320,9 @@ class Worker:
             await asyncio.wait([claiming], timeout=STOP_WAIT_SECONDS)  # bounded, even on a locked database
             if claiming.done() and not claiming.cancelled() and claiming.exception() is None:
                 self.held.update(r.id for r in claiming.result())
+            raise
+        except Exception:
+            self.unsure = self.queue.owned
             raise
         if not rows:
             return 0
