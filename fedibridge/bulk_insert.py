@@ -5,7 +5,7 @@ Why: SQLAlchemy's multi-row insert runs every parameter of every row through its
 machinery. For a handled batch of 1,000 comments (24 columns) that was ~25 % of a `--role worker`'s busy time
 (py-spy, 2026-12-04), more than writing them cost PostgreSQL. Here each column's own bind processor converts its
 values, as the inbox writer does (inbox_sink), so rows are stored exactly as a Core insert stores them
-(tests/test_bulk_insert.py compares both), and the statement is:
+(tests/test_bulk_insert.py compares both), and the statement (shared with inbox_sink) is:
 
 - PostgreSQL: `INSERT … SELECT * FROM unnest($1::type[], …)`: one parameter per column, the same text for any
   number of rows, so asyncpg prepares it once;
@@ -38,7 +38,7 @@ def insert_new(conn: Connection, table: Table, key: str, rows: list[dict[str, An
     if dialect.name == "postgresql":
         arrays = tuple([row[name] for row in rows] if p is None else [p(row[name]) for row in rows]
                        for name, p in zip(columns, procs, strict=True))
-        sql = _postgres_sql(table, columns, key)
+        sql = postgres_insert_sql(table, columns, key)
         return set(conn.exec_driver_sql(sql, arrays).scalars())
     new: set[Any] = set()
     chunk = SQLITE_MAX_PARAMETERS // len(columns)
@@ -46,12 +46,13 @@ def insert_new(conn: Connection, table: Table, key: str, rows: list[dict[str, An
         part = rows[start:start + chunk]
         params = tuple(row[name] if p is None else p(row[name]) for row in part
                        for name, p in zip(columns, procs, strict=True))
-        new.update(conn.exec_driver_sql(_sqlite_sql(table.name, columns, key, len(part)), params).scalars())
+        new.update(conn.exec_driver_sql(sqlite_insert_sql(table.name, columns, key, len(part)), params).scalars())
     return new
 
 
 @lru_cache(maxsize=32)
-def _postgres_sql(table: Table, columns: tuple[str, ...], key: str) -> str:
+def postgres_insert_sql(table: Table, columns: tuple[str, ...], key: str) -> str:
+    """`INSERT … SELECT * FROM unnest($1::type[], …) ON CONFLICT DO NOTHING RETURNING key`: one array per column."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -65,7 +66,8 @@ def _postgres_sql(table: Table, columns: tuple[str, ...], key: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _sqlite_sql(name: str, columns: tuple[str, ...], key: str, n: int) -> str:
+def sqlite_insert_sql(name: str, columns: tuple[str, ...], key: str, n: int) -> str:
+    """`INSERT … VALUES (?, …) × n ON CONFLICT DO NOTHING RETURNING key`."""
     row = "(" + ", ".join("?" * len(columns)) + ")"
     names = ", ".join(_quoted(c) for c in columns)
     return (f"INSERT INTO {_quoted(name)} ({names}) VALUES {', '.join([row] * n)} "

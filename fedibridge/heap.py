@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import gc
 
-YOUNG_THRESHOLD = 10_000  # allocations between first-generation passes (CPython's default: 700)
+from .metrics import Series
 
-Series = tuple[str, list[tuple[dict[str, str], float]]]
+YOUNG_THRESHOLD = 10_000  # allocations between first-generation passes (CPython's default: 700)
 
 
 def settle() -> None:

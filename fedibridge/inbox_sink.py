@@ -11,8 +11,9 @@ directly; the request loop awaits one future per batch. On SQLite that thread is
 - PostgreSQL: asyncpg on a loop only this thread runs; one `INSERT … SELECT FROM unnest(…)` per batch.
 
 Values go through the columns' own bind processors (tables.inbox_items), so rows are stored exactly as the
-SQLAlchemy path stores them (tests/test_intake.py compares both). Both insert with ON CONFLICT (ap_id) DO
-NOTHING and report which ap_ids were new (the rest are duplicates).
+SQLAlchemy path stores them (tests/test_intake.py compares both). Both insert with ON CONFLICT DO NOTHING
+(ap_id is the only unique column written) and report which ap_ids were new (the rest are duplicates); the
+statements are bulk_insert's.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from concurrent.futures import Executor, ThreadPoolExecutor
-from functools import lru_cache
 from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect, make_url
 
+from .bulk_insert import postgres_insert_sql, sqlite_insert_sql
 from .config import sqlalchemy_url
 from .sqlite_writer import CLOSE_SECONDS
 from .store import sqlite_path, sqlite_pragmas
@@ -77,7 +78,8 @@ class _SqliteSink:
 
     def write(self, n: int, params: list[Any]) -> set[str]:
         try:
-            new = {ap_id for (ap_id,) in self._conn.execute(_sqlite_insert(n), params).fetchall()}
+            sql = sqlite_insert_sql(inbox_items.name, COLUMNS, "ap_id", n)
+            new = {ap_id for (ap_id,) in self._conn.execute(sql, params).fetchall()}
             self._conn.commit()
             return new
         except sqlite3.Error:
@@ -107,20 +109,8 @@ class _SqliteSink:
             self._conn.close()
 
 
-@lru_cache(maxsize=256)  # n <= intake.MAX_BATCH
-def _sqlite_insert(n: int) -> str:
-    row = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-    return (f"INSERT INTO inbox_items ({', '.join(COLUMNS)}) VALUES {', '.join([row] * n)} "
-            "ON CONFLICT (ap_id) DO NOTHING RETURNING ap_id")
-
-
 class _PostgresSink:
-    _SQL = (
-        f"INSERT INTO inbox_items ({', '.join(COLUMNS)}) "
-        "SELECT * FROM unnest($1::text[], $2::varchar[], $3::text[], $4::text[], $5::text[], "
-        "$6::timestamp[], $7::varchar[], $8::int[], $9::timestamp[]) "
-        "ON CONFLICT (ap_id) DO NOTHING RETURNING ap_id"
-    )
+    _SQL = postgres_insert_sql(inbox_items, COLUMNS, "ap_id")
 
     def __init__(self, database_url: str) -> None:
         self._loop = asyncio.new_event_loop()

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Collection
 
 OTHER = "other"
+Series = tuple[str, list[tuple[dict[str, str], float]]]  # a family supplied at scrape time: (help, [(labels, value)])
 
 
 def bounded(value: str, allowed: Collection[str]) -> str:
@@ -63,8 +64,7 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
 
-    def render(self, gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None,
-               counters: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] | None = None) -> str:
+    def render(self, gauges: dict[str, Series] | None = None, counters: dict[str, Series] | None = None) -> str:
         """Text exposition format 0.0.4; `gauges` and `counters` (counted elsewhere, e.g. by the runtime) map
         name → (help, [(labels, value)])."""
         lines: list[str] = []
@@ -73,19 +73,15 @@ class Metrics:
             lines.append(f"# TYPE {name} counter")
             for key, value in sorted(self._with_zeros(name, self._counters.get(name, {})).items()):
                 lines.append(f"{name}{_labels(dict(key))} {value:g}")
-        for name, (help_text, samples) in sorted((counters or {}).items()):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} counter")
-            lines.extend(f"{name}{_labels(labels)} {value:g}" for labels, value in sorted(
-                samples, key=lambda s: sorted(s[0].items())))
         empty: list[tuple[dict[str, str], float]] = []
         given = {name: (help_text, empty) for name, help_text in self.GAUGE_HELP.items()} | (gauges or {})
-        for name, (help_text, samples) in sorted(given.items()):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} gauge")
-            series = self._with_zeros(name, {tuple(sorted(labels.items())): value for labels, value in samples})
-            for key, value in sorted(series.items()):
-                lines.append(f"{name}{_labels(dict(key))} {value:g}")
+        for kind, families in (("counter", counters or {}), ("gauge", given)):
+            for name, (help_text, samples) in sorted(families.items()):
+                lines.append(f"# HELP {name} {help_text}")
+                lines.append(f"# TYPE {name} {kind}")
+                series = self._with_zeros(name, {tuple(sorted(labels.items())): value for labels, value in samples})
+                for key, value in sorted(series.items()):
+                    lines.append(f"{name}{_labels(dict(key))} {value:g}")
         return "\n".join(lines) + "\n"
 
     def _with_zeros(self, name: str, series: dict[tuple[tuple[str, str], ...], float]

@@ -181,25 +181,26 @@ async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) ->
     """Hand claimed rows back now (lease cleared; an attempt counted at claim is uncounted), so the next
     worker handles them within its poll instead of when the lease runs out."""
     ids = sorted(ids)
-    if not ids:
-        return
+    if ids:
+        await store.write(_execute, _handing_back(queue, queue.table.c.id.in_(ids), *_owned_by(queue, owner)))
+
+
+async def release_all(store: Store, queue: Queue, owner: str) -> None:
+    """Hand back every pending row leased to `owner` (an owned queue whose one worker holds no batch now)."""
+    if not queue.owned:
+        return  # rows without an owner cannot say which are ours
+    await store.write(_execute, _handing_back(queue, *_owned_by(queue, owner)))
+
+
+def _handing_back(queue: Queue, *where: Any) -> Any:
+    """The UPDATE that hands pending rows back: lease cleared, an attempt counted at claim uncounted."""
     c = queue.table.c
     values: dict[str, Any] = {"locked_until": None}
     if queue.owned:
         values["locked_by"] = None
     if queue.count_on_claim:
         values["attempts"] = c.attempts - 1
-    await store.write(_execute, update(queue.table).where(c.id.in_(ids), c.state == "pending",
-                                                          *_owned_by(queue, owner)).values(**values))
-
-
-async def release_all(store: Store, queue: Queue, owner: str) -> None:
-    """Hand back every pending row leased to `owner` (an owned queue whose one worker holds no batch now)."""
-    c = queue.table.c
-    values: dict[str, Any] = {"locked_until": None, "locked_by": None}
-    if queue.count_on_claim:
-        values["attempts"] = c.attempts - 1
-    await store.write(_execute, update(queue.table).where(c.locked_by == owner, c.state == "pending").values(**values))
+    return update(queue.table).where(*where, c.state == "pending").values(**values)
 
 
 def _execute(conn: Connection, stmt: Any) -> None:
