@@ -55,7 +55,8 @@ RECORD_SECONDS = 0.5  # then their outcomes get this long to be written, and the
 TASK = "delivery"  # its name in /healthz (the job's name)
 REAP_SECONDS = 60.0  # how often rows of dead local workers are released
 BUSY_SHARE = 8  # role all, while our inbox accepts: at most 1/8 of the usual deliveries claimed…
-BUSY_RATE = 40.0  # …while it accepts at least this many activities a second (services.Wakeups.accept_rate)
+BUSY_RATE = 40.0  # …while it accepts at least this many activities a second (services.Wakeups.accept_rate)…
+BUSY_HOLD = 1.0  # …or did within this many seconds (a dip in a burst is not its end: Wakeups.busy)
 _T = TypeVar("_T")
 
 # Attempts are counted when a POST was tried (at finish); rows record their owner, so dead local workers are reaped.
@@ -124,9 +125,9 @@ class Worker:
         await wait_event(self.wake, timeout)
 
     def _inbox_busy(self) -> bool:
-        """Whether this process's inbox takes at least BUSY_RATE activities a second right now (role all): a
-        burst, whose 202s need the event loop now. A trickle leaves deliveries at full speed."""
-        return self.pulse is not None and self.pulse.accept_rate() >= BUSY_RATE
+        """Whether this process's inbox takes at least BUSY_RATE activities a second (role all), or did within
+        BUSY_HOLD seconds: a burst, whose 202s need the event loop now. A trickle leaves deliveries at full speed."""
+        return self.pulse is not None and self.pulse.busy(BUSY_RATE, BUSY_HOLD)
 
     async def _shielded(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run a transaction that cancellation cannot cut in half (a half-done SQLite write keeps the lock)."""

@@ -50,6 +50,7 @@ class Wakeups:
     _slot: int = 0
     _in_slot: int = 0
     _in_previous: int = 0
+    _busy_seen: float = float("-inf")  # when accept_rate last reached a caller's busy rate (Wakeups.busy)
 
     def accept(self) -> None:
         """Count one activity this process's inbox stored (role all: the workers yield to a burst)."""
@@ -70,6 +71,18 @@ class Wakeups:
         if slot == self._slot + 1:
             return self._in_slot / RATE_WINDOW
         return 0.0
+
+    def busy(self, rate: float, hold: float) -> bool:
+        """Whether the inbox has accepted at least `rate` activities a second within the last `hold` seconds.
+
+        A burst's senders are not a steady stream: one quarter-second slot a little short of the rate (a pause
+        on a loaded machine) is not the burst's end, and treating it as one let deliveries claim their whole
+        share in the middle of a burst.
+        """
+        now = time.monotonic()
+        if self.accept_rate() >= rate:
+            self._busy_seen = now
+        return now - self._busy_seen < hold
 
 
 @dataclass(eq=False)
