@@ -40,6 +40,7 @@ from .worker import (
     listening,
     reap_dead_local_workers,
     release,
+    release_all,
     run_loop,
 )
 
@@ -98,6 +99,9 @@ class Worker:
         self.stopping = False
         self.last_reap = 0.0
         self.db_task: asyncio.Future[Any] | None = None
+        # A claim failed: it may have committed all the same (PostgreSQL cut mid-commit), leasing rows to us
+        # that no one knows of; the next step hands back every row leased to us but those we hold.
+        self.unsure = False
 
     # ------------------------------------------------------------------------------------ the loop
     async def run(self) -> None:
@@ -108,6 +112,10 @@ class Worker:
         """One turn: flush outcomes, reap dead local workers, claim what fits, then wait for work."""
         if self.outcomes:
             await self._shielded(self.flush())
+        if self.unsure:
+            held = set(self.claimed) | {o.row.id for o in self.outcomes}
+            await self._shielded(release_all(self.store, QUEUE, self.worker_id, keep=held))
+            self.unsure = False
         if time.monotonic() - self.last_reap > REAP_SECONDS:
             self.last_reap = time.monotonic()
             await self._shielded(self.reap_dead_local_workers())
@@ -116,7 +124,11 @@ class Worker:
         free = limit - len(self.claimed)
         if free >= limit // 4:
             want = min(BATCH, free)
-            rows = await self._shielded(self.claim(want))
+            try:
+                rows = await self._shielded(self.claim(want))
+            except Exception:
+                self.unsure = True
+                raise
             for row in rows:
                 self.claimed[row.id] = asyncio.create_task(self.deliver(row))
             if len(rows) == want:
@@ -296,7 +308,14 @@ class Worker:
         ok_hosts = {r.host for r in delivered}
         bad_hosts = {o.row.host for o in batch if o.host_failed} - ok_hosts
         write_ok = self.successes.due(ok_hosts, {r.host for r in delivered if r.probe})
-        await self.store.write(self._record, batch, finished, now, write_ok, bad_hosts)
+        try:
+            await self.store.write(self._record, batch, finished, now, write_ok, bad_hosts)
+        except BaseException:
+            # Kept for the next flush (the database is away): dropped, these rows would wait out their lease
+            # and be sent again. Written twice after a commit whose answer was lost, they change nothing: only
+            # rows still leased to us are finished.
+            self.outcomes[:0] = batch
+            raise
         self.successes.recorded(write_ok, bad_hosts)
         for o in batch:
             self.metrics.inc("fedibridge_deliveries_total", outcome=o.metric)
@@ -356,7 +375,8 @@ class Worker:
     async def _record_on_stop(self) -> None:
         try:
             await self.flush()
-            await self._release(list(self.claimed))
+            # Every row still leased to us: those whose POSTs were cut, and any of a claim whose answer was lost.
+            await release_all(self.store, QUEUE, self.worker_id)
         except Exception:
             log.exception("could not record deliveries on shutdown; their leases will expire")
 

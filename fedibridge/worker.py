@@ -185,11 +185,14 @@ async def release(store: Store, queue: Queue, owner: str, ids: Iterable[int]) ->
         await store.write(_execute, _handing_back(queue, queue.table.c.id.in_(ids), *_owned_by(queue, owner)))
 
 
-async def release_all(store: Store, queue: Queue, owner: str) -> None:
-    """Hand back every pending row leased to `owner` (an owned queue whose one worker holds no batch now)."""
+async def release_all(store: Store, queue: Queue, owner: str, keep: Iterable[int] = ()) -> None:
+    """Hand back every pending row leased to `owner` but those in `keep` (the rows its worker still holds):
+    after a claim whose answer was lost, the rows it may have leased are known to no one else."""
     if not queue.owned:
         return  # rows without an owner cannot say which are ours
-    await store.write(_execute, _handing_back(queue, *_owned_by(queue, owner)))
+    c = queue.table.c
+    kept = [c.id.not_in(sorted(keep))] if keep else []
+    await store.write(_execute, _handing_back(queue, *_owned_by(queue, owner), *kept))
 
 
 def _handing_back(queue: Queue, *where: Any) -> Any:

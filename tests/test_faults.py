@@ -7,17 +7,23 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from aiohttp import web
 from sqlalchemy import func, select
 
-from fedibridge.store import TEST_MAX_PAGES_ENV, sqlite_path
+from fedibridge.delivery import QUEUE, TASK
+from fedibridge.delivery_rows import backoff
+from fedibridge.store import TEST_MAX_PAGES_ENV, Store, sqlite_path
 from fedibridge.tables import comments, inbox_items
+from fedibridge.worker import Policy, claim
 from tests.conftest import Bridge, BridgeFactory, wait_for
 from tests.faults import ReplyStream, TcpProxy
 from tests.remote import RemoteInstance
 from tests.test_comment_flows import publish
+from tests.test_delivery import Inbox, create_payload, enqueue, insert_activity, until_state
 
 BOUND = 15.0  # seconds: no inbox request may take longer (10 s of storage waits, plus a loaded machine)
 # The steady stream comes from one account at 30/s, far beyond its inbox rate limit (tests/test_ratelimit.py):
@@ -172,3 +178,75 @@ async def _count(stream: ReplyStream, status: int, n: int) -> bool:
 
 async def _count_since(stream: ReplyStream, t: float, status: int, n: int) -> bool:
     return sum(a.status == status for a in stream.since(t)) >= n
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_deliveries_are_recorded_after_a_postgresql_outage_and_sent_once(
+        make_bridge: BridgeFactory, database_url: str) -> None:
+    """PostgreSQL goes away while deliveries are in flight, and again while the worker claims. Their outcomes
+    must be written once it is back, not dropped (the rows would wait out their 5-minute lease, then be sent
+    again); and rows a lost claim may have leased to the worker must be handed back, not wait out theirs, while
+    the rows it has in flight are not (they would be sent twice)."""
+    host_port = database_url.split("@", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1) if ":" in host_port else (host_port, "5432")
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    bridge = await make_bridge(database_url=database_url.replace(f"@{host_port}/", f"@127.0.0.1:{proxy.port}/"),
+                               delivery_per_host=32, health_grace_seconds=2)
+    assert bridge.settings.delivery_lease_seconds >= 300  # the wait each fix spares
+    direct = await Store.open(database_url)
+    gate, slow_gate = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request, n: int) -> web.Response:
+        await (slow_gate if "/users/w" in request.path else gate).wait()
+        return web.Response(status=202)
+
+    health = bridge.services.health
+
+    async def failing() -> bool:
+        return health.is_failing(TASK)
+
+    async with Inbox(held) as inbox:
+
+        async def all_in_flight() -> bool:
+            return inbox.active == 8
+
+        try:
+            # 1. Outcomes that cannot be written: eight POSTs in flight (the HTTP client opens 8 connections to a
+            # host) when the database goes.
+            aid = await enqueue(bridge, [f"{inbox.url}/users/u{i}/inbox" for i in range(8)])
+            await wait_for(all_in_flight, 20)
+            await proxy.stop()
+            gate.set()  # the remotes answer 202; writing that fails
+            await wait_for(failing, 20, 0.05)
+            await proxy.start()
+            await until_state(bridge, aid, "done", within=20)
+            assert len(inbox.requests) == 8  # each sent once
+
+            # 2. A claim whose answer is lost: its rows are leased to the worker, unknown to it; four others are
+            # in flight meanwhile, and stay so until the end.
+            slow = await enqueue(bridge, [f"{inbox.url}/users/w{i}/inbox" for i in range(4)])
+
+            async def slow_in_flight() -> bool:
+                return inbox.active == 4
+
+            await wait_for(slow_in_flight, 20)
+            await proxy.stop()
+            bridge.services.wake.delivery.set()
+            await wait_for(failing, 20, 0.05)  # the claim failed…
+            async with direct.begin() as conn:
+                lost = await insert_activity(conn, create_payload(bridge),
+                                             [f"{inbox.url}/users/v{i}/inbox" for i in range(5)])
+            policy = Policy(lease=timedelta(seconds=bridge.settings.delivery_lease_seconds), batch=200,
+                            max_attempts=3, retry=backoff)
+            claimed = await claim(direct, QUEUE, policy, bridge.services.worker_id)  # …though it had committed
+            assert len(claimed) == 5
+            await proxy.start()
+            await until_state(bridge, lost, "done", within=20)
+            assert len(inbox.requests) == 17 and inbox.active == 4  # the four in flight were not sent again
+            slow_gate.set()
+            await until_state(bridge, slow, "done", within=20)
+            assert len(inbox.requests) == 17
+        finally:
+            await direct.close()
+            await proxy.stop()
