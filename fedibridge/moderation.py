@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Literal
 from urllib.parse import urlencode, urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Text, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .config import Settings
@@ -124,13 +124,27 @@ async def author_is_known(conn: AsyncConnection, author_id: str) -> bool:
     return row.first() is not None
 
 
+KNOWN_CHUNK = 500  # authors per statement: well within SQLite's bound parameters
+
+
 async def known_authors(conn: AsyncConnection, author_ids: list[str]) -> set[str]:
-    """Which of these commenters are known (one query for a whole batch of comments)."""
-    if not author_ids:
-        return set()
-    rows = await conn.execute(select(comments.c.author_id).distinct().where(
-        comments.c.author_id.in_(set(author_ids)), comments.c.status == "approved"))
-    return set(rows.scalars())
+    """Which of these commenters are known (one query for a whole batch of comments).
+
+    One index probe per author (`ix_comments_author_status`), however many comments each has written: a
+    DISTINCT over their approved comments read all of them, 44 ms a batch with 1,600 comments an author,
+    growing with the blog's history.
+    """
+    ids = sorted(set(author_ids))
+    known: set[str] = set()
+    for start in range(0, len(ids), KNOWN_CHUNK):
+        chunk = ids[start:start + KNOWN_CHUNK]
+        listed = ", ".join(f"(:a{i})" for i in range(len(chunk)))
+        stmt = text(  # VALUES names its column column1 on both SQLite and PostgreSQL
+            f"SELECT candidates.column1 FROM (VALUES {listed}) AS candidates WHERE EXISTS "
+            "(SELECT 1 FROM comments WHERE comments.author_id = candidates.column1 AND comments.status = 'approved')"
+        ).bindparams(*(bindparam(f"a{i}", author, type_=Text) for i, author in enumerate(chunk)))
+        known.update((await conn.execute(stmt)).scalars())
+    return known
 
 
 def status_for(settings: Settings, verdict: Verdict, known: bool) -> Status:

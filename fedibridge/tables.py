@@ -196,7 +196,7 @@ comments = Table(
     Column("ap_id", Text, nullable=False, unique=True),
     Column("in_reply_to", Text, nullable=False),
     Column("parent_id", Integer, ForeignKey("comments.id", ondelete="SET NULL")),
-    Column("author_id", Text, nullable=False, index=True),
+    Column("author_id", Text, nullable=False),
     Column("author_name", Text),
     Column("author_handle", Text),
     Column("author_url", Text),
@@ -218,6 +218,7 @@ comments = Table(
     Column("edited", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_comments_article_status", "article_id", "status"),
+    Index("ix_comments_author_status", "author_id", "status"),  # an author's comments; is one approved (moderation)
 )
 
 reactions = Table(

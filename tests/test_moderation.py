@@ -145,6 +145,25 @@ async def test_modes(bridge: Bridge) -> None:
         assert await moderation.initial_status(conn, known, "https://r.example/users/bob", "ham") == "pending"
 
 
+async def test_known_authors_of_a_batch(bridge: Bridge) -> None:
+    """Exactly the authors with an approved comment, whatever else they wrote, with accented and quoted ids,
+    repeated ids and more authors than one statement takes (moderation.KNOWN_CHUNK)."""
+    base = "https://r.example/users/"
+    known = [f"{base}léa", f"{base}o'brien", f"{base}many"]
+    for n, (author, status) in enumerate([
+        (known[0], "approved"), (known[1], "pending"), (known[1], "approved"),
+        (f"{base}pending-only", "pending"), (f"{base}rejected-only", "rejected"),
+        *((known[2], "pending") for _ in range(30)), (known[2], "approved"),
+    ]):
+        await _comment(bridge, author, status, n)
+    strangers = [f"{base}stranger{i}" for i in range(moderation.KNOWN_CHUNK + 20)]
+    asked = strangers[:300] + known + [known[0], f"{base}pending-only", f"{base}rejected-only"] + strangers[300:]
+    async with bridge.store.connect() as conn:
+        assert await moderation.known_authors(conn, asked) == set(known)
+        assert await moderation.known_authors(conn, []) == set()
+        assert await moderation.known_authors(conn, [f"{base}pending-only"]) == set()
+
+
 async def test_blocks_table_and_settings(bridge: Bridge) -> None:
     settings: Any = bridge.settings.replace(blocked_domains=["conf.example"])
     async with bridge.store.begin() as conn:
