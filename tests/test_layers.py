@@ -29,6 +29,7 @@ LAYERS = {
     "migrations.versions.0001_initial_schema": "infra", "migrations.versions.0002_image_length_last_attempt": "infra",
     "migrations.versions.0003_pins_quotes_actor_state": "infra",
     "migrations.versions.0004_inbox_locked_by": "infra", "migrations.versions.0005_pending_indexes": "infra",
+    "migrations.versions.0006_comments_author_status": "infra",
     "actor_state": "infra",
     "http_client": "infra", "netguard": "infra", "remote_actors": "infra", "wakeup": "infra", "enqueue": "infra",
     "worker": "infra", "sqlite_writer": "infra", "inbox_sink": "infra", "intake": "infra", "doc_cache": "infra",
