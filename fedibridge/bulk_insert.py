@@ -65,7 +65,7 @@ def postgres_insert_sql(table: Table, columns: tuple[str, ...], key: str) -> str
             f"ON CONFLICT DO NOTHING RETURNING {quote(key)}")
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)  # the inbox sink writes every n up to intake.MAX_BATCH (200)
 def sqlite_insert_sql(name: str, columns: tuple[str, ...], key: str, n: int) -> str:
     """`INSERT … VALUES (?, …) × n ON CONFLICT DO NOTHING RETURNING key`."""
     row = "(" + ", ".join("?" * len(columns)) + ")"
